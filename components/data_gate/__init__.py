@@ -1,0 +1,1 @@
+"""Stops a run before training when ExampleValidator found anomalies (tensorflow/tfx-addons#153)."""

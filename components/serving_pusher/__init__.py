@@ -1,0 +1,1 @@
+"""Atomic, idempotent push of a SavedModel into a TF Serving model base path."""

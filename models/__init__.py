@@ -1,0 +1,1 @@
+"""The diagnostic model: features read from the curated schema, a Keras network, and its export."""

@@ -1,0 +1,131 @@
+"""Training: the TFX Trainer's `run_fn` and the framework-free `train` it wraps.
+
+`run_fn` is the only TFX-aware function: it reads the split files, calls `train`, and writes the
+SavedModel and the per-epoch history. Everything else works on numpy arrays and is tested directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.features import LABEL, Feature, features_from_schema, load_schema, parse_examples
+from models.network import DiagnosticModel, Preprocess, build_classifier, fit_statistics
+from pipelines.config import TrainingConfig
+
+HISTORY_FILE = "training_history.json"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """A trained model and how training went.
+
+    Attributes:
+        model: The exportable model.
+        history: Per-epoch metrics (`loss`, `auc`, `val_loss`, `val_auc`, ...).
+        best_epoch: 1-based epoch whose weights were kept (lowest eval loss).
+    """
+
+    model: DiagnosticModel
+    history: dict[str, list[float]]
+    best_epoch: int
+
+
+def read_split(file_patterns: list[str], features: list[Feature]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Reads gzipped TFRecord tf.Examples (an ExampleGen split) fully into memory.
+
+    The datasets are clinic-sized (hundreds to thousands of rows), so one batch holds them all and
+    training iterates over numpy arrays instead of a tf.data pipeline.
+    """
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no example files match {file_patterns}")
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    parsed = parse_examples(tf.constant(serialized), features, with_label=True)
+    labels = parsed.pop(LABEL).numpy()
+    return {k: v.numpy() for k, v in parsed.items()}, labels
+
+
+def train(
+    features: list[Feature],
+    train_raw: dict[str, np.ndarray],
+    train_labels: np.ndarray,
+    eval_raw: dict[str, np.ndarray],
+    eval_labels: np.ndarray,
+    cfg: TrainingConfig,
+) -> TrainResult:
+    """Fits the classifier; the eval split only picks the epoch (early stopping), it never gates.
+
+    Args:
+        features: Model features from the schema.
+        train_raw: Training features as [n] arrays.
+        train_labels: 0/1 training labels.
+        eval_raw: Eval-split features.
+        eval_labels: Eval-split labels.
+        cfg: Hyperparameters.
+
+    Returns:
+        The trained model and its history.
+    """
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.shuffle_labels:
+        # Test-only switch: destroys the feature/label relation to produce a model the gates must reject.
+        train_labels = np.random.default_rng(cfg.seed).permutation(train_labels)
+    mean, std = fit_statistics(features, train_raw)
+    preprocess = Preprocess(features, mean, std)
+    # Preprocess once: the classifier then trains on a small dense matrix with no per-step parsing.
+    x_train = preprocess(train_raw).numpy()
+    x_eval = preprocess(eval_raw).numpy()
+    classifier = build_classifier(preprocess.width, cfg.hidden_units, cfg.dropout, cfg.l2)
+    classifier.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
+    )
+    fitted = classifier.fit(
+        x_train,
+        train_labels.astype(np.float32),
+        validation_data=(x_eval, eval_labels.astype(np.float32)),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        callbacks=[stopper],
+        verbose=0,
+    )
+    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    model = DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold)
+    return TrainResult(model, history, best_epoch)
+
+
+def run_fn(fn_args: Any) -> None:
+    """TFX Trainer entry point (referenced as `models.trainer.run_fn`).
+
+    Args:
+        fn_args: TFX FnArgs: `train_files`, `eval_files`, `schema_path`, `serving_model_dir` and
+            `custom_config` (`{"training": {...TrainingConfig fields...}}`).
+    """
+    training = dict(fn_args.custom_config["training"])
+    training["hidden_units"] = tuple(training.get("hidden_units", ()))
+    cfg = TrainingConfig(**training)
+    features = features_from_schema(load_schema(fn_args.schema_path))
+    train_raw, train_labels = read_split(fn_args.train_files, features)
+    eval_raw, eval_labels = read_split(fn_args.eval_files, features)
+    result = train(features, train_raw, train_labels, eval_raw, eval_labels, cfg)
+    result.model.save(fn_args.serving_model_dir)
+    summary = {
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "train_examples": len(train_labels),
+        "eval_examples": len(eval_labels),
+    }
+    with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir), HISTORY_FILE), "w") as f:
+        json.dump(summary, f)

@@ -1,0 +1,1 @@
+"""dxpipe pipelines: configuration, the pipeline factory, runners and the command line."""

@@ -1,0 +1,458 @@
+"""Typed, frozen, validated configuration for dxpipe.
+
+One YAML file per environment (the packaged default is `pipelines/configs/default.yaml`) is loaded once
+into frozen dataclasses. Unknown keys are refused with a "did you mean" hint and every value is type
+checked, so a typo fails at load, before any component runs. Tests derive variants with
+`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
+# Paths in the config (schemas, CSVs) are relative to the project root, which is where the packaged
+# config's schemas/ live; an explicit config file resolves them relative to its own directory instead.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _hint(value: str, choices) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} is {value}; it must be between {low} and {high}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """Where a dataset's rows come from.
+
+    Attributes:
+        kind: `sklearn` (a bundled scikit-learn loader), `package` (a CSV shipped inside an installed
+            package) or `csv` (a file of the user's).
+        name: The scikit-learn loader, e.g. `load_breast_cancer` (kind `sklearn`).
+        package: The installed package holding the CSV (kind `package`).
+        resource: The CSV's path inside that package (kind `package`).
+        path: The user's CSV file (kind `csv`).
+    """
+
+    kind: str
+    name: str = ""
+    package: str = ""
+    resource: str = ""
+    path: str = ""
+
+    def __post_init__(self):
+        required = {"sklearn": ("name",), "package": ("package", "resource"), "csv": ("path",)}
+        if self.kind not in required:
+            raise ConfigError(
+                f"source.kind is {self.kind!r}; use one of {sorted(required)}{_hint(self.kind, required)}."
+            )
+        for field in required[self.kind]:
+            if not getattr(self, field):
+                raise ConfigError(f"source.{field} is required when source.kind is {self.kind!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Model and optimisation settings.
+
+    Attributes:
+        hidden_units: Widths of the hidden layers; empty means logistic regression on scaled features.
+        dropout: Dropout rate after each hidden layer.
+        l2: L2 penalty on the kernel weights.
+        learning_rate: Adam learning rate.
+        epochs: Maximum epochs; early stopping on the eval split usually ends sooner.
+        batch_size: Mini-batch size.
+        early_stopping_patience: Epochs without eval-loss improvement before stopping; the best epoch's
+            weights are restored.
+        operating_threshold: Probability at or above which `predicted_label` is 1.
+        seed: Seed for weight initialisation and shuffling, so runs are reproducible.
+        shuffle_labels: Train on permuted labels. Only for tests of the gates: it makes a useless model.
+    """
+
+    hidden_units: tuple[int, ...] = ()
+    dropout: float = 0.0
+    l2: float = 0.0
+    learning_rate: float = 0.05
+    epochs: int = 300
+    batch_size: int = 64
+    early_stopping_patience: int = 20
+    operating_threshold: float = 0.5
+    seed: int = 42
+    shuffle_labels: bool = False
+
+    def __post_init__(self):
+        _check_range("training.dropout", self.dropout, 0.0, 0.95)
+        _check_range("training.operating_threshold", self.operating_threshold, 0.0, 1.0)
+        for name in ("epochs", "batch_size", "early_stopping_patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training.{name} is {getattr(self, name)}; it must be at least 1.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"training.learning_rate is {self.learning_rate}; it must be positive.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Blessing thresholds for TFMA on the test split.
+
+    Attributes:
+        min_auc: Lowest acceptable ROC AUC.
+        min_accuracy: Lowest acceptable accuracy at the operating threshold.
+        min_recall: Lowest acceptable sensitivity at the operating threshold.
+        min_specificity: Lowest acceptable specificity at the operating threshold.
+        max_auc_drop: Largest AUC drop tolerated against the latest blessed model (the baseline).
+    """
+
+    min_auc: float = 0.5
+    min_accuracy: float = 0.5
+    min_recall: float = 0.0
+    min_specificity: float = 0.0
+    max_auc_drop: float = 0.01
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check_range(f"evaluation.{field.name}", getattr(self, field.name), 0.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset: where it comes from, how its label is read, and its curated schema.
+
+    Attributes:
+        source: Where the rows come from.
+        label_column: The column holding the label.
+        label_map: Raw label value (as written in the file) to 0/1. Values not in the map are kept, so
+            the data gate reports them against the schema's label domain.
+        positive_class: What a 1 means, for reports.
+        missing_values: Per column, raw values that mean "not measured" (e.g. a glucose of 0).
+        drop_columns: Columns left out (identifiers, provenance).
+        filter_column: Keep only rows whose value in this column equals `filter_value`.
+        filter_value: See `filter_column`.
+        schema_dir: Directory with the curated `schema.pbtxt`.
+        slice_features: Categorical features the Evaluator reports metrics per value of.
+        training: Overrides of the top-level training settings.
+        evaluation: Overrides of the top-level evaluation thresholds.
+    """
+
+    source: SourceConfig
+    label_column: str
+    schema_dir: str
+    label_map: dict[str, int] = dataclasses.field(default_factory=dict)
+    positive_class: str = "positive"
+    missing_values: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    drop_columns: tuple[str, ...] = ()
+    filter_column: str = ""
+    filter_value: str = ""
+    slice_features: tuple[str, ...] = ()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    def __post_init__(self):
+        bad = {k: v for k, v in self.label_map.items() if v not in (0, 1)}
+        if bad:
+            raise ConfigError(f"label_map maps {bad} to values other than 0/1; map every label to 0 or 1.")
+        if bool(self.filter_column) != bool(self.filter_value):
+            raise ConfigError("filter_column and filter_value go together; set both or neither.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Deterministic hash-bucket split: train fits, eval steers training, test gates.
+
+    Attributes:
+        train: Hash buckets for the training split.
+        eval: Hash buckets for the split that picks the epoch (early stopping).
+        test: Hash buckets for the held-out split the Evaluator gates on.
+    """
+
+    train: int = 6
+    eval: int = 2
+    test: int = 2
+
+    def __post_init__(self):
+        for name in ("train", "eval", "test"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"split.{name} is {getattr(self, name)}; every split needs >= 1 bucket.")
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamConfig:
+    """Apache Beam settings for the data components.
+
+    Attributes:
+        runner: Beam runner. Naming DirectRunner stops Beam 2.74 from downloading its Prism runner.
+        direct_running_mode: `in_memory` avoids the multi-process overhead that doubles run time on
+            small machines.
+        direct_num_workers: Worker count for the direct runner.
+    """
+
+    runner: str = "DirectRunner"
+    direct_running_mode: str = "in_memory"
+    direct_num_workers: int = 1
+
+    def args(self) -> list[str]:
+        """Returns the Beam pipeline arguments."""
+        return [
+            f"--runner={self.runner}",
+            f"--direct_running_mode={self.direct_running_mode}",
+            f"--direct_num_workers={self.direct_num_workers}",
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """Where models are pushed for TF Serving.
+
+    Attributes:
+        root: Directory holding one model base path per served model; default `<workdir>/serving`.
+        staging_suffix: Blessed candidates go to `<root>/<model><suffix>/<version>/`.
+    """
+
+    root: str = ""
+    staging_suffix: str = "-staging"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole configuration of a dxpipe run.
+
+    Attributes:
+        dataset: Name of the dataset entry to run.
+        datasets: All known datasets by name.
+        workdir: Directory for the pipeline root, metadata, MLflow store and serving directories.
+        split: The train/eval/test split.
+        training: Default training settings (a dataset may override them).
+        evaluation: Default blessing thresholds (a dataset may override them).
+        beam: Beam settings.
+        serving: Serving paths.
+        tracking: MLflow tracking settings, kept as a mapping here and validated by `pipelines.tracking`.
+        gate: Registry gate policy, kept as a mapping here and validated by `pipelines.registry`.
+    """
+
+    dataset: str
+    datasets: dict[str, DatasetConfig]
+    workdir: str = ".dxpipe"
+    split: SplitConfig = SplitConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    beam: BeamConfig = BeamConfig()
+    serving: ServingConfig = ServingConfig()
+    tracking: dict[str, Any] = dataclasses.field(default_factory=dict)
+    gate: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.dataset not in self.datasets:
+            raise ConfigError(
+                f"dataset {self.dataset!r} is not configured; known datasets: {sorted(self.datasets)}"
+                f"{_hint(self.dataset, self.datasets)}. Add an entry under `datasets:` for your own CSV."
+            )
+
+    @property
+    def data(self) -> DatasetConfig:
+        """The selected dataset's entry."""
+        return self.datasets[self.dataset]
+
+    @property
+    def pipeline_name(self) -> str:
+        """One pipeline (and one MLflow experiment) per dataset."""
+        return f"dxpipe-{self.dataset}"
+
+    @property
+    def model_name(self) -> str:
+        """The registered and served model name."""
+        return self.dataset
+
+    @property
+    def serving_root(self) -> Path:
+        """The directory holding TF Serving model base paths."""
+        return Path(self.serving.root or Path(self.workdir) / "serving").absolute()
+
+    @property
+    def staging_base_path(self) -> Path:
+        """Model base path of the staging model."""
+        return self.serving_root / f"{self.model_name}{self.serving.staging_suffix}"
+
+    @property
+    def production_base_path(self) -> Path:
+        """Model base path of the production model."""
+        return self.serving_root / self.model_name
+
+    def with_dataset(self, name: str) -> Config:
+        """Returns a copy that runs another configured dataset."""
+        return dataclasses.replace(self, dataset=name)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, where: str) -> Any:
+    """Checks `value` against the annotation `tp`, converting YAML lists to tuples and nested dicts."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (tuple,):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} is {value!r}; expected a list.")
+        (item_type, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict,):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} is {value!r}; expected a mapping.")
+        key_type, value_type = typing.get_args(tp)
+        return {
+            _coerce(str(k) if key_type is str else k, key_type, f"{where} key"): _coerce(
+                v, value_type, f"{where}.{k}"
+            )
+            for k, v in value.items()
+        }
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        # Raw CSV values such as a label 0 are written unquoted in YAML; they are strings to us.
+        return str(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {_type_name(tp)}.")
+    return value
+
+
+def _build(cls, data: Any, where: str):
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {_join(where, key)!r}{_hint(key, fields)}; "
+                f"valid keys here: {', '.join(sorted(fields))}."
+            )
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], _join(where, name))
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{_join(where, name)!r} is required.")
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _merge(base: Mapping, override: Mapping) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
+    """Builds and validates a Config from a plain mapping.
+
+    Dataset entries inherit the top-level `training` and `evaluation` sections and override single keys.
+    Relative `schema_dir` and CSV paths are resolved against `base_dir`.
+
+    Args:
+        raw: The parsed YAML.
+        base_dir: Directory that relative paths in the mapping are relative to.
+
+    Returns:
+        The validated, frozen Config.
+
+    Raises:
+        ConfigError: On an unknown key, a wrong type, a value out of range or an unknown dataset.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"the config must be a mapping at the top level, got {type(raw).__name__}.")
+    raw = dict(raw)
+    datasets_raw = raw.get("datasets")
+    if not isinstance(datasets_raw, Mapping) or not datasets_raw:
+        raise ConfigError("`datasets:` is missing or empty; configure at least one dataset.")
+    defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation")}
+    datasets = {}
+    for name, entry in datasets_raw.items():
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"datasets.{name} must be a mapping, got {entry!r}.")
+        entry = dict(entry)
+        for section, default in defaults.items():
+            entry[section] = _merge(default, entry.get(section) or {})
+        for key in ("schema_dir",):
+            if key in entry:
+                entry[key] = str((base_dir / str(entry[key])).resolve())
+        source = entry.get("source")
+        if isinstance(source, Mapping) and source.get("path"):
+            entry["source"] = {**source, "path": str((base_dir / str(source["path"])).resolve())}
+        datasets[str(name)] = _build(DatasetConfig, entry, f"datasets.{name}")
+    raw["datasets"] = datasets
+    return _build(Config, raw, "")
+
+
+def load_config(path: str | Path | None = None, *, dataset: str | None = None, **overrides: Any) -> Config:
+    """Loads a YAML config file (the packaged default when `path` is None).
+
+    Args:
+        path: A YAML file; relative paths inside it are relative to the file's directory.
+        dataset: Selects a dataset entry, overriding the file's `dataset:`.
+        **overrides: Top-level keys to replace before validation (e.g. `workdir`).
+
+    Returns:
+        The validated Config.
+
+    Raises:
+        ConfigError: If the file cannot be read or parsed, or fails validation.
+    """
+    file = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist; pass an existing YAML file.") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {file} is not valid YAML: {err}") from None
+    raw = dict(raw or {})
+    if dataset:
+        raw["dataset"] = dataset
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    base_dir = PROJECT_ROOT if path is None else file.resolve().parent
+    return config_from_dict(raw, base_dir)
+
+
+def flatten(cfg: Config) -> dict[str, str]:
+    """Returns the resolved config of the selected dataset as flat `a.b.c -> str` pairs (for tracking)."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if dataclasses.is_dataclass(value):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            out[prefix] = str(value)
+
+    walk("", {k: v for k, v in dataclasses.asdict(cfg).items() if k != "datasets"})
+    walk("data", cfg.data)
+    return out

@@ -1,0 +1,175 @@
+"""The one pipeline factory. Runners (local, Kubeflow) only bind paths and the orchestrator.
+
+ExampleGen -> StatisticsGen -> ImportSchemaGen (curated) -> ExampleValidator -> DataGate -> Trainer
+-> Evaluator (test split, against the latest blessed model) -> ServingPusher (only if blessed).
+Components talk only through TFX artifacts and parameters, so the same definition compiles to KFP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import tensorflow_model_analysis as tfma
+from tfx.components import CsvExampleGen, Evaluator, ExampleValidator, StatisticsGen, Trainer
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.experimental.conditionals.conditional import Cond
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import example_gen_pb2
+from tfx.types import Channel, standard_artifacts
+
+import models
+from components.data_gate.component import DataGate
+from components.serving_pusher.component import ServingPusher
+from pipelines.config import Config, EvaluationConfig
+from models.network import EXAMPLES_SIGNATURE, PROBABILITY
+
+TRAINER_RUN_FN = "models.trainer.run_fn"
+SPLITS = ("train", "eval", "test")
+GATED_SPLIT = "test"
+
+
+def models_code_digest() -> str:
+    """Digest of the model package's source.
+
+    The Trainer is referenced by module path, which TFX's cache key cannot see into; putting this digest
+    in its custom_config makes a code change re-train instead of reusing a stale cached model.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(models.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _bound(metric: str, lower: float | None = None, drop: float | None = None) -> tfma.MetricThreshold:
+    threshold = tfma.MetricThreshold()
+    if lower is not None:
+        threshold.value_threshold.lower_bound.value = lower
+    if drop is not None:
+        threshold.change_threshold.direction = tfma.MetricDirection.HIGHER_IS_BETTER
+        threshold.change_threshold.absolute.value = -drop
+    return threshold
+
+
+def eval_config(evaluation: EvaluationConfig, operating_threshold: float, slices: tuple[str, ...]) -> tfma.EvalConfig:
+    """Returns the TFMA config: metrics on the test split, value thresholds and a change threshold.
+
+    Args:
+        evaluation: Blessing thresholds.
+        operating_threshold: Probability cut-off for accuracy, precision, recall and specificity.
+        slices: Features to report per value of (in addition to the overall slice).
+    """
+    # BinaryAccuracy takes `threshold`; Precision, Recall and Specificity take `thresholds`.
+    at = f'{{"threshold": {operating_threshold}}}'
+    ats = f'{{"thresholds": {operating_threshold}}}'
+
+    def metric(name: str, config: str = "", threshold: tfma.MetricThreshold | None = None) -> tfma.MetricConfig:
+        return tfma.MetricConfig(class_name=name, config=config, threshold=threshold)
+
+    metrics = [
+        metric("ExampleCount"),
+        metric("AUC", threshold=_bound("auc", evaluation.min_auc, evaluation.max_auc_drop)),
+        metric("BinaryAccuracy", at, _bound("accuracy", evaluation.min_accuracy)),
+        metric("Precision", ats),
+        metric("Recall", ats, _bound("recall", evaluation.min_recall)),
+        metric("Specificity", ats, _bound("specificity", evaluation.min_specificity)),
+        metric("MeanSquaredError", '{"name": "brier_score"}'),
+        metric("Calibration"),
+        metric("MeanLabel"),
+        metric("MeanPrediction"),
+        metric("CalibrationPlot", '{"num_buckets": 10}'),
+        metric("ConfusionMatrixPlot"),
+    ]
+    spec = dict(signature_name=EXAMPLES_SIGNATURE, label_key="label", prediction_key=PROBABILITY, model_type="tf_generic")
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(name="candidate", **spec),
+            tfma.ModelSpec(name="baseline", is_baseline=True, **spec),
+        ],
+        slicing_specs=[tfma.SlicingSpec(), *(tfma.SlicingSpec(feature_keys=[f]) for f in slices)],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+    )
+
+
+def create_pipeline(
+    cfg: Config,
+    *,
+    pipeline_root: str,
+    input_base: str,
+    source_name: str,
+    metadata_connection_config=None,
+    beam_pipeline_args: list[str] | None = None,
+    enable_cache: bool = True,
+) -> tfx_pipeline.Pipeline:
+    """Builds the dxpipe pipeline for the selected dataset.
+
+    Args:
+        cfg: The validated configuration.
+        pipeline_root: Where TFX writes artifacts.
+        input_base: Directory holding the canonical CSV (see `pipelines.data.materialize`).
+        source_name: The data's user-facing name (file path or loader), for data-gate messages.
+        metadata_connection_config: ML Metadata connection (None lets the orchestrator choose).
+        beam_pipeline_args: Arguments for the Beam-based components.
+        enable_cache: Reuse outputs of executions whose inputs and parameters are unchanged.
+
+    Returns:
+        The TFX pipeline.
+    """
+    data = cfg.data
+    buckets = dataclasses.asdict(cfg.split)
+    example_gen = CsvExampleGen(
+        input_base=input_base,
+        output_config=example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=buckets[s]) for s in SPLITS]
+            )
+        ),
+    )
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = ImportSchemaGen(schema_file=str(Path(data.schema_dir) / "schema.pbtxt"))
+    example_validator = ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    data_gate = DataGate(
+        anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"], source=source_name
+    )
+    training = dataclasses.asdict(data.training)
+    trainer = Trainer(
+        run_fn=TRAINER_RUN_FN,
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        custom_config={"training": training, "code_digest": models_code_digest()},
+    )
+    # Nothing is trained on data the gate rejected.
+    trainer.add_upstream_node(data_gate)
+    baseline = Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline.outputs["model"],
+        eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
+        example_splits=[GATED_SPLIT],
+    )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate, trainer, baseline, evaluator]
+    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+        pusher = ServingPusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            base_path=str(cfg.staging_base_path),
+        )
+    components.append(pusher)
+    return tfx_pipeline.Pipeline(
+        pipeline_name=cfg.pipeline_name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else cfg.beam.args(),
+    )
