@@ -393,6 +393,9 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
     if not isinstance(datasets_raw, Mapping) or not datasets_raw:
         raise ConfigError("`datasets:` is missing or empty; configure at least one dataset.")
     defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation")}
+    # Check the shared sections on their own first, so an error names `training.x`, not a dataset copy.
+    _build(TrainingConfig, defaults["training"], "training")
+    _build(EvaluationConfig, defaults["evaluation"], "evaluation")
     datasets = {}
     for name, entry in datasets_raw.items():
         if not isinstance(entry, Mapping):

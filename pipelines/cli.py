@@ -1,0 +1,106 @@
+"""The `dxpipe` command.
+
+Heavy imports (TensorFlow, TFX, MLflow) happen inside the subcommands, after logging is configured, so
+`dxpipe --help` and configuration errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+from pipelines.errors import DxpipeError
+
+
+def _quiet_environment(verbose: bool) -> None:
+    # Must happen before TensorFlow is imported: its C++ logging reads the variable once.
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        warnings.filterwarnings("ignore")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: the packaged pipelines/configs/default.yaml)")
+    parser.add_argument("--dataset", help="dataset entry to run (default: the config's `dataset`)")
+    parser.add_argument("--workdir", help="working directory for artifacts, metadata and serving (default .dxpipe)")
+
+
+def _load(args: argparse.Namespace):
+    from pipelines.config import load_config
+
+    return load_config(args.config, dataset=args.dataset, workdir=args.workdir)
+
+
+def _print_summary(cfg, outputs, timings, wall: float) -> None:
+    from pipelines import report
+
+    print(f"\nRun {outputs.tfx_run_id} of {cfg.pipeline_name} finished in {wall:.1f} s")
+    cached = sorted(n for n, s in outputs.execution_states.items() if s == "CACHED")
+    if cached:
+        print(f"  cached: {', '.join(cached)}")
+    if outputs.evaluation_uri:
+        metrics = report.load_test_metrics(outputs.evaluation_uri)
+        print(f"\nTest split ({cfg.data.positive_class} = 1, threshold {cfg.data.training.operating_threshold}):")
+        print(report.format_metrics_table(metrics))
+    if outputs.blessed:
+        baseline = "the latest blessed model" if outputs.baseline_model_uri else "no earlier blessed model (first run)"
+        print(f"\nBlessed: yes - every threshold met; compared with {baseline}.")
+    elif outputs.blessed is False:
+        print("\nBlessed: NO - the model failed:")
+        for line in report.load_failed_thresholds(outputs.evaluation_uri):
+            print(f"  - {line}")
+    if outputs.pushed:
+        print(f"Pushed to staging: {outputs.pushed_destination}")
+    else:
+        print("Not pushed: only blessed models are pushed.")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Runs the pipeline locally and prints the summary."""
+    cfg = _load(args)
+    from pipelines import local_runner
+    from pipelines.mlflow_mlmd import collect_outputs
+
+    local_runner.quiet_logs(args.verbose)
+    print(f"dxpipe: running {cfg.pipeline_name} (dataset {cfg.dataset}) in {os.path.abspath(cfg.workdir)}")
+    start = time.perf_counter()
+    timings, _digest = local_runner.run_pipeline(cfg, enable_cache=not args.no_cache, emit=print)
+    wall = time.perf_counter() - start
+    paths = local_runner.Paths.for_config(cfg)
+    _print_summary(cfg, collect_outputs(str(paths.metadata), cfg.pipeline_name), timings, wall)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="dxpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="keep TensorFlow/TFX/Beam logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train, validate, evaluate and push with the local TFX runner")
+    _add_config_args(run)
+    run.add_argument("--no-cache", action="store_true", help="re-execute every component")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dxpipe` console script."""
+    args = build_parser().parse_args(argv)
+    _quiet_environment(args.verbose)
+    try:
+        return args.func(args)
+    except DxpipeError as err:
+        if args.verbose:
+            raise
+        print(f"dxpipe: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dxpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

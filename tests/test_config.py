@@ -1,0 +1,78 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from pipelines.config import DEFAULT_CONFIG, TrainingConfig, config_from_dict, flatten, load_config
+from pipelines.errors import ConfigError
+
+
+def _raw():
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def test_default_config_loads_every_dataset():
+    cfg = load_config()
+    assert cfg.dataset == "wdbc"
+    assert set(cfg.datasets) == {"wdbc", "heart", "pima"}
+    # Dataset overrides merge over the top-level defaults key by key.
+    assert cfg.datasets["heart"].training.l2 == 0.01
+    assert cfg.datasets["heart"].training.epochs == cfg.training.epochs
+    assert cfg.datasets["wdbc"].evaluation.min_auc == 0.97
+
+
+def test_config_is_frozen_and_replaceable():
+    cfg = load_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.dataset = "heart"
+    assert dataclasses.replace(cfg, dataset="heart").data.label_column == "num"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda r: r["training"].update(epochz=3), r"unknown key 'training.epochz' \(did you mean 'epochs'\?\)"),
+        (lambda r: r.update(datset="wdbc"), r"unknown key 'datset' \(did you mean 'dataset'\?\)"),
+        (lambda r: r.update(dataset="hart"), r"dataset 'hart' is not configured.*did you mean 'heart'"),
+        (lambda r: r["training"].update(epochs="ten"), r"training.epochs is 'ten' \(str\); expected int"),
+        (lambda r: r["training"].update(dropout=1.5), r"training.dropout is 1.5; it must be between"),
+        (lambda r: r["datasets"]["wdbc"].pop("label_column"), r"'datasets.wdbc.label_column' is required"),
+        (lambda r: r["datasets"]["wdbc"]["source"].update(kind="excel"), r"source.kind is 'excel'"),
+        (lambda r: r["datasets"]["wdbc"].update(label_map={0: 2}), r"label_map maps .* to values other than 0/1"),
+        (lambda r: r.pop("datasets"), r"`datasets:` is missing"),
+    ],
+    ids=["typo-nested", "typo-top", "unknown-dataset", "wrong-type", "out-of-range", "missing-key", "bad-kind",
+         "bad-label-map", "no-datasets"],
+)
+def test_bad_config_fails_at_load_with_a_hint(mutate, match):
+    raw = _raw()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    (tmp_path / "mine.csv").write_text("a,label\n1,0\n")
+    raw = {"dataset": "mine", "datasets": {"mine": {"source": {"kind": "csv", "path": "mine.csv"},
+                                                     "label_column": "label", "schema_dir": "schemas/mine"}}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config(tmp_path / "cfg.yaml")
+    assert cfg.data.source.path == str(tmp_path / "mine.csv")
+    assert cfg.data.schema_dir == str(tmp_path / "schemas" / "mine")
+
+
+def test_flatten_holds_the_selected_dataset_and_hyperparameters():
+    flat = flatten(load_config(dataset="pima"))
+    assert flat["dataset"] == "pima"
+    assert flat["data.label_column"] == "Outcome"
+    assert flat["data.training.learning_rate"] == "0.02"
+
+
+def test_training_config_rejects_nonpositive_learning_rate():
+    with pytest.raises(ConfigError, match="learning_rate is 0"):
+        TrainingConfig(learning_rate=0)
