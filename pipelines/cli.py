@@ -74,6 +74,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Compiles the pipeline to a Kubeflow Pipelines v2 spec."""
+    cfg = _load(args)
+    from pipelines.kubeflow_runner import KubeflowTarget, compile_pipeline
+
+    target = KubeflowTarget(
+        image=args.image, pipeline_root=args.pipeline_root, data_root=args.data_root, serving_root=args.serving_root
+    )
+    path = compile_pipeline(cfg, args.output, target)
+    print(f"wrote {path} (KFP SDK / UI) and {path.with_suffix('.json')} (PipelineJob)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="dxpipe", description=__doc__.splitlines()[0])
@@ -83,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(run)
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
     run.set_defaults(func=cmd_run)
+
+    from pipelines.kubeflow_runner import KubeflowTarget
+
+    defaults = KubeflowTarget()
+    kfp = sub.add_parser("compile", help="compile the same pipeline for Kubeflow Pipelines (v2 IR)")
+    _add_config_args(kfp)
+    kfp.add_argument("--output", default="build/kfp/pipeline.yaml", help="YAML to write (default %(default)s)")
+    kfp.add_argument("--image", default=defaults.image, help="container image with dxpipe installed")
+    kfp.add_argument("--pipeline-root", default=defaults.pipeline_root, help="artifact root seen by the pods")
+    kfp.add_argument("--data-root", default=defaults.data_root, help="directory holding <dataset>/data.csv")
+    kfp.add_argument("--serving-root", default=defaults.serving_root, help="TF Serving model base paths' parent")
+    kfp.set_defaults(func=cmd_compile)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""One real LocalDagRunner run on WDBC, its cached re-run, a bad-data run and a bad-model run."""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.serving_pusher.core import list_versions
+from models.features import LABEL, features_from_schema, load_schema, parse_examples
+from pipelines import local_runner
+from pipelines.config import SourceConfig
+from pipelines.data import canonical_csv
+from pipelines.errors import DataGateError
+from pipelines.mlflow_mlmd import collect_outputs
+from pipelines.report import load_failed_thresholds, load_test_metrics
+
+pytestmark = pytest.mark.slow
+UPSTREAM = {"CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Trainer"}
+
+
+def _outputs(cfg):
+    return collect_outputs(str(local_runner.Paths.for_config(cfg).metadata), cfg.pipeline_name)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, default_cfg):
+    cfg = dataclasses.replace(default_cfg, workdir=str(tmp_path_factory.mktemp("e2e") / "work"))
+    timings, digest = local_runner.run_pipeline(cfg)
+    return cfg, timings, _outputs(cfg)
+
+
+def test_every_component_executed_and_the_model_was_blessed(first_run):
+    cfg, timings, outputs = first_run
+    assert [t.name for t in timings][0] == "CsvExampleGen"
+    assert set(outputs.execution_states) == UPSTREAM | {"latest_blessed_model_resolver", "Evaluator", "ServingPusher"}
+    assert all(state == "COMPLETE" for state in outputs.execution_states.values()), outputs.execution_states
+    assert outputs.blessed is True and outputs.baseline_model_uri is None
+
+
+def test_test_split_meets_the_published_bar(first_run):
+    _, _, outputs = first_run
+    overall = load_test_metrics(outputs.evaluation_uri)["overall"]
+    assert overall["auc"] >= 0.99 and overall["binary_accuracy"] >= 0.97, overall
+    assert 0 <= overall["brier_score"] < 0.05
+
+
+def test_pushed_version_loads_and_predicts_real_rows(first_run):
+    cfg, _, outputs = first_run
+    versions = list_versions(cfg.staging_base_path)
+    assert len(versions) == 1 and outputs.pushed_destination == str(cfg.staging_base_path / str(versions[0]))
+    loaded = tf.saved_model.load(outputs.pushed_destination)
+    schema_path = str(Path(cfg.data.schema_dir) / "schema.pbtxt")
+    features = features_from_schema(load_schema(schema_path))
+    from tests.helpers import rows_to_examples
+
+    examples = tf.constant(rows_to_examples(canonical_csv(cfg.data), schema_path)[:50])
+    raw = parse_examples(examples, features, with_label=True)
+    labels = raw.pop(LABEL).numpy()
+    predicted = loaded.signatures["serving_default"](**raw)["predicted_label"].numpy()
+    assert np.mean(predicted == labels) > 0.9
+    # Only complete version directories are visible: no staging leftovers.
+    assert sorted(os.listdir(cfg.staging_base_path)) == [str(versions[0])]
+
+
+def test_rerun_hits_the_cache_and_pushes_no_duplicate(first_run):
+    cfg, _, first = first_run
+    local_runner.run_pipeline(cfg)
+    second = _outputs(cfg)
+    assert second.tfx_run_id != first.tfx_run_id
+    assert {n for n, s in second.execution_states.items() if s == "CACHED"} >= UPSTREAM
+    assert second.model_uri == first.model_uri
+    assert len(list_versions(cfg.staging_base_path)) == 1
+    # Third run: the baseline no longer changes, so the Evaluator and the Pusher are cached too.
+    local_runner.run_pipeline(cfg)
+    third = _outputs(cfg)
+    assert third.execution_states["Evaluator"] == "CACHED" and third.execution_states["ServingPusher"] == "CACHED"
+
+
+def test_bad_data_stops_at_the_gate_and_leaves_serving_untouched(first_run, tmp_path):
+    cfg, _, _ = first_run
+    text = canonical_csv(cfg.data).splitlines()
+    header = text[0].split(",")
+    row = text[5].split(",")
+    row[header.index("mean_radius")] = "-3"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([text[0], *text[1:5], ",".join(row), *text[6:]]) + "\n")
+    data = dataclasses.replace(cfg.data, source=SourceConfig(kind="csv", path=str(bad)), label_column="label", label_map={})
+    bad_cfg = dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": data})
+    before = {p: p.stat().st_mtime_ns for p in cfg.staging_base_path.rglob("*")}
+    with pytest.raises(DataGateError, match=r"(?s)bad\.csv.*column 'mean_radius': expected float, between 0 and 84"):
+        local_runner.run_pipeline(bad_cfg)
+    outputs = _outputs(bad_cfg)
+    assert outputs.execution_states["DataGate"] == "FAILED"
+    assert "Trainer" not in outputs.execution_states
+    assert {p: p.stat().st_mtime_ns for p in cfg.staging_base_path.rglob("*")} == before
+
+
+def test_useless_model_is_not_blessed_nor_pushed(first_run):
+    cfg, _, _ = first_run
+    training = dataclasses.replace(cfg.data.training, shuffle_labels=True)
+    bad_cfg = dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": dataclasses.replace(cfg.data, training=training)})
+    versions = list_versions(cfg.staging_base_path)
+    local_runner.run_pipeline(bad_cfg)
+    outputs = _outputs(bad_cfg)
+    assert outputs.blessed is False and outputs.baseline_model_uri is not None
+    failures = "\n".join(load_failed_thresholds(outputs.evaluation_uri))
+    assert "auc" in failures and "binary_accuracy" in failures
+    # The Cond on the blessing skips the Pusher entirely: no execution is even registered.
+    assert "ServingPusher" not in outputs.execution_states
+    assert list_versions(cfg.staging_base_path) == versions
