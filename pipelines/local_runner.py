@@ -88,7 +88,7 @@ def quiet_logs(verbose: bool) -> None:
         return
     from absl import logging as absl_logging  # Deferred: absl comes with TFX.
 
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.FATAL)
     logging.getLogger().setLevel(logging.ERROR)
     for name in ("apache_beam", "tensorflow", "tfx", "ml_metadata"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -111,7 +111,7 @@ def findings_from_anomalies(
     for column in sorted(anomalies.anomaly_info):
         info = anomalies.anomaly_info[column]
         reasons = list(info.reason) or [anomalies_pb2.AnomalyInfo.Reason(description=info.description)]
-        found = "; ".join(r.description or r.short_description for r in reasons)
+        found = "; ".join((r.description or r.short_description).rstrip(".") for r in reasons)
         fix = _LABEL_FIX if column == label else _FIXES.get(reasons[0].type, _DEFAULT_FIX)
         findings.append(Finding(split, column, describe_expectation(features.get(column), schema), found, fix))
     if anomalies.HasField("dataset_anomaly_info"):
