@@ -40,21 +40,42 @@ def main() -> None:
     mean, std = x[train].mean(0), x[train].std(0) + 1e-12
     x = (x - mean) / std
     keras.utils.set_random_seed(42)
-    model = keras.Sequential([
-        keras.Input(shape=(x.shape[1],)),
-        keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=keras.regularizers.L2(args.l2)),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc")])
-    model.fit(x[train], y[train], validation_data=(x[val], y[val]), epochs=args.epochs,
-              batch_size=args.batch_size, verbose=0)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(x.shape[1],)),
+            keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=keras.regularizers.L2(args.l2)),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    model.fit(
+        x[train],
+        y[train],
+        validation_data=(x[val], y[val]),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=0,
+    )
     t_train = time.perf_counter() - start
     from sklearn.metrics import roc_auc_score
 
     auc = roc_auc_score(y[test], model.predict(x[test], verbose=0).ravel())
     total = time.perf_counter() - T0
-    print(json.dumps({"import_s": T_IMPORT, "train_eval_s": time.perf_counter() - start, "train_s": t_train,
-                      "total_s": total, "test_auc": auc, "epochs": args.epochs}))
+    print(
+        json.dumps(
+            {
+                "import_s": T_IMPORT,
+                "train_eval_s": time.perf_counter() - start,
+                "train_s": t_train,
+                "total_s": total,
+                "test_auc": auc,
+                "epochs": args.epochs,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

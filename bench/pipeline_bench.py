@@ -62,16 +62,22 @@ def main() -> None:
         floor = json.loads(floor_out.strip().splitlines()[-1])
         _, wall_import = _run([python, "-c", "import tensorflow"])
 
-    print(f"dataset {args.dataset}, {epochs} epochs (the Trainer's early-stopped run; the floor trains as many)")
-    print(f"\n(a) pipeline, cold, whole process      {wall_a:7.1f} s wall ({cold['seconds']:.1f} s in LocalDagRunner)")
+    print(
+        f"dataset {args.dataset}, {epochs} epochs (the Trainer's early-stopped run; the floor trains as many)"
+    )
+    print(
+        f"\n(a) pipeline, cold, whole process      {wall_a:7.1f} s wall ({cold['seconds']:.1f} s in LocalDagRunner)"
+    )
     for name, seconds in cold["components"].items():
         print(f"      {name:<32} {seconds:7.2f} s")
     cached = sorted(n for n, s in rerun["states"].items() if s == "CACHED")
     print(f"(b) cached re-run (2nd run)             {rerun['seconds']:7.1f} s   cached: {', '.join(cached)}")
     cached3 = sorted(n for n, s in third["states"].items() if s == "CACHED")
     print(f"    cached re-run (3rd run)             {third['seconds']:7.1f} s   cached: {', '.join(cached3)}")
-    print(f"(c) plain Keras floor, whole process    {wall_c:7.1f} s wall ({floor['train_eval_s']:.1f} s train+eval, "
-          f"test AUC {floor['test_auc']:.4f})")
+    print(
+        f"(c) plain Keras floor, whole process    {wall_c:7.1f} s wall ({floor['train_eval_s']:.1f} s train+eval, "
+        f"test AUC {floor['test_auc']:.4f})"
+    )
     print(f"    `import tensorflow` alone           {wall_import:7.1f} s")
     print(f"\nratio (a)/(c), whole processes:        {wall_a / wall_c:5.2f}  (target <= 3)")
     print(f"ratio (a)/(c), excluding imports:      {cold['seconds'] / floor['train_eval_s']:5.2f}")

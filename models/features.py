@@ -1,5 +1,4 @@
-"""Feature specifications derived from the curated schema, and tf.Example parsing shared by training
-and serving.
+"""Feature specifications from the curated schema, and tf.Example parsing shared by training and serving.
 
 The schema is the single source of truth: FLOAT and INT features are numeric inputs; BYTES features are
 categorical with the vocabulary of their string domain. `label` is the target.
@@ -72,7 +71,9 @@ def features_from_schema(schema: schema_pb2.Schema) -> list[Feature]:
         else:
             raise ValueError(f"schema feature {feature.name!r} has unsupported type {feature.type}.")
     if not has_label:
-        raise ValueError(f"the schema has no {LABEL!r} feature; the canonical CSV names the target {LABEL!r}.")
+        raise ValueError(
+            f"the schema has no {LABEL!r} feature; the canonical CSV names the target {LABEL!r}."
+        )
     return features
 
 
@@ -99,9 +100,7 @@ def parse_examples(serialized: tf.Tensor, features: list[Feature], with_label: b
         A dict of [batch] tensors: float32 for numeric features, string for categorical ones.
     """
     spec = {
-        f.name: tf.io.VarLenFeature(
-            (tf.int64 if f.stored_int else tf.float32) if f.numeric else tf.string
-        )
+        f.name: tf.io.VarLenFeature((tf.int64 if f.stored_int else tf.float32) if f.numeric else tf.string)
         for f in features
     }
     if with_label:

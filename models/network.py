@@ -36,10 +36,16 @@ class Preprocess(keras.layers.Layer):
         self.numeric = [f.name for f in features if f.numeric]
         self.categorical = [(f.name, list(f.vocabulary)) for f in features if not f.numeric]
         self.mean = self.add_weight(
-            shape=(len(self.numeric),), initializer=keras.initializers.Constant(mean), trainable=False, name="mean"
+            shape=(len(self.numeric),),
+            initializer=keras.initializers.Constant(mean),
+            trainable=False,
+            name="mean",
         )
         self.std = self.add_weight(
-            shape=(len(self.numeric),), initializer=keras.initializers.Constant(std), trainable=False, name="std"
+            shape=(len(self.numeric),),
+            initializer=keras.initializers.Constant(std),
+            trainable=False,
+            name="std",
         )
 
     @property

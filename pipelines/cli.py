@@ -23,9 +23,13 @@ def _quiet_environment(verbose: bool) -> None:
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (default: the packaged pipelines/configs/default.yaml)")
+    parser.add_argument(
+        "--config", help="YAML config file (default: the packaged pipelines/configs/default.yaml)"
+    )
     parser.add_argument("--dataset", help="dataset entry to run (default: the config's `dataset`)")
-    parser.add_argument("--workdir", help="working directory for artifacts, metadata and serving (default .dxpipe)")
+    parser.add_argument(
+        "--workdir", help="working directory for artifacts, metadata and serving (default .dxpipe)"
+    )
 
 
 def _load(args: argparse.Namespace):
@@ -43,10 +47,16 @@ def _print_summary(cfg, outputs, timings, wall: float) -> None:
         print(f"  cached: {', '.join(cached)}")
     if outputs.evaluation_uri:
         metrics = report.load_test_metrics(outputs.evaluation_uri)
-        print(f"\nTest split ({cfg.data.positive_class} = 1, threshold {cfg.data.training.operating_threshold}):")
+        print(
+            f"\nTest split ({cfg.data.positive_class} = 1, threshold {cfg.data.training.operating_threshold}):"
+        )
         print(report.format_metrics_table(metrics))
     if outputs.blessed:
-        baseline = "the latest blessed model" if outputs.baseline_model_uri else "no earlier blessed model (first run)"
+        baseline = (
+            "the latest blessed model"
+            if outputs.baseline_model_uri
+            else "no earlier blessed model (first run)"
+        )
         print(f"\nBlessed: yes - every threshold met; compared with {baseline}.")
     elif outputs.blessed is False:
         print("\nBlessed: NO - the model failed:")
@@ -80,7 +90,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.kubeflow_runner import KubeflowTarget, compile_pipeline
 
     target = KubeflowTarget(
-        image=args.image, pipeline_root=args.pipeline_root, data_root=args.data_root, serving_root=args.serving_root
+        image=args.image,
+        pipeline_root=args.pipeline_root,
+        data_root=args.data_root,
+        serving_root=args.serving_root,
     )
     path = compile_pipeline(cfg, args.output, target)
     print(f"wrote {path} (KFP SDK / UI) and {path.with_suffix('.json')} (PipelineJob)")
@@ -102,11 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = KubeflowTarget()
     kfp = sub.add_parser("compile", help="compile the same pipeline for Kubeflow Pipelines (v2 IR)")
     _add_config_args(kfp)
-    kfp.add_argument("--output", default="build/kfp/pipeline.yaml", help="YAML to write (default %(default)s)")
+    kfp.add_argument(
+        "--output", default="build/kfp/pipeline.yaml", help="YAML to write (default %(default)s)"
+    )
     kfp.add_argument("--image", default=defaults.image, help="container image with dxpipe installed")
     kfp.add_argument("--pipeline-root", default=defaults.pipeline_root, help="artifact root seen by the pods")
     kfp.add_argument("--data-root", default=defaults.data_root, help="directory holding <dataset>/data.csv")
-    kfp.add_argument("--serving-root", default=defaults.serving_root, help="TF Serving model base paths' parent")
+    kfp.add_argument(
+        "--serving-root", default=defaults.serving_root, help="TF Serving model base paths' parent"
+    )
     kfp.set_defaults(func=cmd_compile)
     return parser
 

@@ -329,7 +329,7 @@ def _coerce(value: Any, tp, where: str) -> Any:
     if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
         # Raw CSV values such as a label 0 are written unquoted in YAML; they are strings to us.
         return str(value)
-    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
         raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {_type_name(tp)}.")
     return value
 

@@ -52,7 +52,9 @@ def _read_source(data: DatasetConfig) -> tuple[str, str]:
                 "data packages from requirements-data.lock)."
             ) from None
         except FileNotFoundError:
-            raise DataError(f"source.resource {source.resource!r} is not in package {source.package}.") from None
+            raise DataError(
+                f"source.resource {source.resource!r} is not in package {source.package}."
+            ) from None
     path = Path(source.path)
     if not path.is_file():
         raise DataError(f"source.path {path} does not exist; point it at your CSV file.")
@@ -127,7 +129,9 @@ def materialize(data: DatasetConfig, directory: Path) -> tuple[Path, str]:
     target = directory / DATA_FILE
     for stray in directory.iterdir():
         if stray != target:
-            raise DataError(f"{directory} holds {stray.name}; the ExampleGen input directory must hold only {DATA_FILE}.")
+            raise DataError(
+                f"{directory} holds {stray.name}; the ExampleGen input directory must hold only {DATA_FILE}."
+            )
     if not target.is_file() or target.read_bytes() != text.encode():
         tmp = target.with_suffix(".tmp")
         tmp.write_text(text)

@@ -24,8 +24,8 @@ from tfx.types import Channel, standard_artifacts
 import models
 from components.data_gate.component import DataGate
 from components.serving_pusher.component import ServingPusher
-from pipelines.config import Config, EvaluationConfig
 from models.network import EXAMPLES_SIGNATURE, PROBABILITY
+from pipelines.config import Config, EvaluationConfig
 
 TRAINER_RUN_FN = "models.trainer.run_fn"
 SPLITS = ("train", "eval", "test")
@@ -54,7 +54,9 @@ def _bound(metric: str, lower: float | None = None, drop: float | None = None) -
     return threshold
 
 
-def eval_config(evaluation: EvaluationConfig, operating_threshold: float, slices: tuple[str, ...]) -> tfma.EvalConfig:
+def eval_config(
+    evaluation: EvaluationConfig, operating_threshold: float, slices: tuple[str, ...]
+) -> tfma.EvalConfig:
     """Returns the TFMA config: metrics on the test split, value thresholds and a change threshold.
 
     Args:
@@ -66,7 +68,9 @@ def eval_config(evaluation: EvaluationConfig, operating_threshold: float, slices
     at = f'{{"threshold": {operating_threshold}}}'
     ats = f'{{"thresholds": {operating_threshold}}}'
 
-    def metric(name: str, config: str = "", threshold: tfma.MetricThreshold | None = None) -> tfma.MetricConfig:
+    def metric(
+        name: str, config: str = "", threshold: tfma.MetricThreshold | None = None
+    ) -> tfma.MetricConfig:
         return tfma.MetricConfig(class_name=name, config=config, threshold=threshold)
 
     metrics = [
@@ -83,7 +87,12 @@ def eval_config(evaluation: EvaluationConfig, operating_threshold: float, slices
         metric("CalibrationPlot", '{"num_buckets": 10}'),
         metric("ConfusionMatrixPlot"),
     ]
-    spec = dict(signature_name=EXAMPLES_SIGNATURE, label_key="label", prediction_key=PROBABILITY, model_type="tf_generic")
+    spec = dict(
+        signature_name=EXAMPLES_SIGNATURE,
+        label_key="label",
+        prediction_key=PROBABILITY,
+        model_type="tf_generic",
+    )
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(name="candidate", **spec),
@@ -134,7 +143,9 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     data_gate = DataGate(
-        anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"], source=source_name
+        anomalies=example_validator.outputs["anomalies"],
+        schema=schema_gen.outputs["schema"],
+        source=source_name,
     )
     training = dataclasses.asdict(data.training)
     trainer = Trainer(
@@ -157,7 +168,16 @@ def create_pipeline(
         eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
         example_splits=[GATED_SPLIT],
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate, trainer, baseline, evaluator]
+    components = [
+        example_gen,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        data_gate,
+        trainer,
+        baseline,
+        evaluator,
+    ]
     with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = ServingPusher(
             model=trainer.outputs["model"],

@@ -73,6 +73,12 @@ def format_metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
         cells = []
         for s in slices:
             value = metrics[s].get(key)
-            cells.append(f"{'-':>14}" if value is None else f"{value:>14.0f}" if key == "example_count" else f"{value:>14.4f}")
+            cells.append(
+                f"{'-':>14}"
+                if value is None
+                else f"{value:>14.0f}"
+                if key == "example_count"
+                else f"{value:>14.4f}"
+            )
         lines.append(f"  {label:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)

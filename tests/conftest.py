@@ -7,9 +7,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import pytest  # noqa: E402
+import pytest
 
-from pipelines.config import load_config  # noqa: E402
+from pipelines.config import load_config
 
 
 @pytest.fixture(scope="session")

@@ -31,18 +31,33 @@ def test_config_is_frozen_and_replaceable():
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda r: r["training"].update(epochz=3), r"unknown key 'training.epochz' \(did you mean 'epochs'\?\)"),
+        (
+            lambda r: r["training"].update(epochz=3),
+            r"unknown key 'training.epochz' \(did you mean 'epochs'\?\)",
+        ),
         (lambda r: r.update(datset="wdbc"), r"unknown key 'datset' \(did you mean 'dataset'\?\)"),
         (lambda r: r.update(dataset="hart"), r"dataset 'hart' is not configured.*did you mean 'heart'"),
         (lambda r: r["training"].update(epochs="ten"), r"training.epochs is 'ten' \(str\); expected int"),
         (lambda r: r["training"].update(dropout=1.5), r"training.dropout is 1.5; it must be between"),
         (lambda r: r["datasets"]["wdbc"].pop("label_column"), r"'datasets.wdbc.label_column' is required"),
         (lambda r: r["datasets"]["wdbc"]["source"].update(kind="excel"), r"source.kind is 'excel'"),
-        (lambda r: r["datasets"]["wdbc"].update(label_map={0: 2}), r"label_map maps .* to values other than 0/1"),
+        (
+            lambda r: r["datasets"]["wdbc"].update(label_map={0: 2}),
+            r"label_map maps .* to values other than 0/1",
+        ),
         (lambda r: r.pop("datasets"), r"`datasets:` is missing"),
     ],
-    ids=["typo-nested", "typo-top", "unknown-dataset", "wrong-type", "out-of-range", "missing-key", "bad-kind",
-         "bad-label-map", "no-datasets"],
+    ids=[
+        "typo-nested",
+        "typo-top",
+        "unknown-dataset",
+        "wrong-type",
+        "out-of-range",
+        "missing-key",
+        "bad-kind",
+        "bad-label-map",
+        "no-datasets",
+    ],
 )
 def test_bad_config_fails_at_load_with_a_hint(mutate, match):
     raw = _raw()
@@ -58,8 +73,16 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path):
     (tmp_path / "mine.csv").write_text("a,label\n1,0\n")
-    raw = {"dataset": "mine", "datasets": {"mine": {"source": {"kind": "csv", "path": "mine.csv"},
-                                                     "label_column": "label", "schema_dir": "schemas/mine"}}}
+    raw = {
+        "dataset": "mine",
+        "datasets": {
+            "mine": {
+                "source": {"kind": "csv", "path": "mine.csv"},
+                "label_column": "label",
+                "schema_dir": "schemas/mine",
+            }
+        },
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
     cfg = load_config(tmp_path / "cfg.yaml")
     assert cfg.data.source.path == str(tmp_path / "mine.csv")

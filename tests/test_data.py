@@ -47,7 +47,11 @@ def test_values_are_copied_as_text(tmp_path, default_cfg):
 
 @pytest.mark.parametrize(
     ("content", "match"),
-    [("", "is empty"), ("a,target\n", "has a header but no data rows"), ("a,b\n1,2\n", "has no column 'target'")],
+    [
+        ("", "is empty"),
+        ("a,target\n", "has a header but no data rows"),
+        ("a,b\n1,2\n", "has no column 'target'"),
+    ],
     ids=["empty", "header-only", "no-label-column"],
 )
 def test_unreadable_csv_fails_before_any_component(tmp_path, default_cfg, content, match):

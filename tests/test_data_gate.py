@@ -49,15 +49,40 @@ def _set(rows, column, value, index=3):
 @pytest.mark.parametrize(
     ("fault", "column", "expected", "found", "fix"),
     [
-        ("missing-column", "mean_radius", "float, between 0 and 84", "[Cc]olumn is completely missing",
-         "add the column to the CSV"),
-        ("non-numeric", "mean_texture", "float", "BYTES|STRING|string", "make every value in the column a number"),
-        ("out-of-range", "worst_area", "between 0 and 13000", "[Uu]nexpectedly (small|low)", "correct the out-of-range"),
+        (
+            "missing-column",
+            "mean_radius",
+            "float, between 0 and 84",
+            "[Cc]olumn is completely missing",
+            "add the column to the CSV",
+        ),
+        (
+            "non-numeric",
+            "mean_texture",
+            "float",
+            "BYTES|STRING|string",
+            "make every value in the column a number",
+        ),
+        (
+            "out-of-range",
+            "worst_area",
+            "between 0 and 13000",
+            "[Uu]nexpectedly (small|low)",
+            "correct the out-of-range",
+        ),
         ("unknown-label", "label", "int, between 0 and 1", "[Uu]nexpectedly large", "labels must be 0 or 1"),
-        ("missing-value", "area_error", "present in every row", "[Ff]raction|present", "fill in the missing values"),
+        (
+            "missing-value",
+            "area_error",
+            "present in every row",
+            "[Ff]raction|present",
+            "fill in the missing values",
+        ),
     ],
 )
-def test_each_fault_is_reported_with_column_expectation_and_fix(tmp_path, wdbc, fault, column, expected, found, fix):
+def test_each_fault_is_reported_with_column_expectation_and_fix(
+    tmp_path, wdbc, fault, column, expected, found, fix
+):
     rows, schema = wdbc
     fieldnames = None
     if fault == "missing-column":

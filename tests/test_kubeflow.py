@@ -14,7 +14,9 @@ import yaml
 from pipelines.kubeflow_runner import KubeflowTarget, compile_pipeline
 
 GOLDEN = Path(__file__).parent / "golden" / "kfp_wdbc.yaml"
-TARGET = KubeflowTarget(image="example.org/dxpipe:test", pipeline_root="/mnt/p", data_root="/mnt/d", serving_root="/mnt/s")
+TARGET = KubeflowTarget(
+    image="example.org/dxpipe:test", pipeline_root="/mnt/p", data_root="/mnt/d", serving_root="/mnt/s"
+)
 
 
 def _normalise(text: str) -> str:
@@ -48,6 +50,10 @@ def test_wiring_survives_compilation(compiled):
     tasks = spec["root"]["dag"]["tasks"]
     assert "DataGate" in tasks["Trainer"]["dependentTasks"]  # nothing trains on rejected data
     assert "blessed" in tasks["ServingPusher"]["triggerPolicy"]["condition"]  # push only when blessed
-    assert all(c["container"]["image"] == TARGET.image for c in spec["deploymentSpec"]["executors"].values() if "container" in c)
+    assert all(
+        c["container"]["image"] == TARGET.image
+        for c in spec["deploymentSpec"]["executors"].values()
+        if "container" in c
+    )
     pusher = tasks["ServingPusher"]["inputs"]["parameters"]["base_path"]["runtimeValue"]["constantValue"]
     assert pusher["stringValue"] == "/mnt/s/wdbc-staging"

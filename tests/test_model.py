@@ -69,7 +69,9 @@ def test_raw_and_example_signatures_agree(exported):
     _, features, test_ex, _, loaded, _ = exported
     raw = parse_examples(tf.constant(test_ex[:20]), features)
     from_raw = loaded.signatures[RAW_SIGNATURE](**raw)["probability"].numpy()
-    from_examples = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(test_ex[:20]))["probability"].numpy()
+    from_examples = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(test_ex[:20]))[
+        "probability"
+    ].numpy()
     np.testing.assert_allclose(from_raw, from_examples, rtol=1e-6)
 
 
@@ -86,7 +88,9 @@ def test_missing_values_and_unknown_categories_still_predict(exported):
     for f in features:
         raw[f.name] = raw[f.name].copy()
         raw[f.name][0] = np.nan if f.numeric else b"never-seen"
-    probability = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in raw.items()})["probability"]
+    probability = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in raw.items()})[
+        "probability"
+    ]
     assert np.all(np.isfinite(probability.numpy()))
 
 

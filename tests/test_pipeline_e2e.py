@@ -35,7 +35,11 @@ def first_run(tmp_path_factory, default_cfg):
 def test_every_component_executed_and_the_model_was_blessed(first_run):
     cfg, timings, outputs = first_run
     assert [t.name for t in timings][0] == "CsvExampleGen"
-    assert set(outputs.execution_states) == UPSTREAM | {"latest_blessed_model_resolver", "Evaluator", "ServingPusher"}
+    assert set(outputs.execution_states) == UPSTREAM | {
+        "latest_blessed_model_resolver",
+        "Evaluator",
+        "ServingPusher",
+    }
     assert all(state == "COMPLETE" for state in outputs.execution_states.values()), outputs.execution_states
     assert outputs.blessed is True and outputs.baseline_model_uri is None
 
@@ -76,7 +80,10 @@ def test_rerun_hits_the_cache_and_pushes_no_duplicate(first_run):
     # Third run: the baseline no longer changes, so the Evaluator and the Pusher are cached too.
     local_runner.run_pipeline(cfg)
     third = _outputs(cfg)
-    assert third.execution_states["Evaluator"] == "CACHED" and third.execution_states["ServingPusher"] == "CACHED"
+    assert (
+        third.execution_states["Evaluator"] == "CACHED"
+        and third.execution_states["ServingPusher"] == "CACHED"
+    )
 
 
 def test_bad_data_stops_at_the_gate_and_leaves_serving_untouched(first_run, tmp_path):
@@ -87,10 +94,14 @@ def test_bad_data_stops_at_the_gate_and_leaves_serving_untouched(first_run, tmp_
     row[header.index("mean_radius")] = "-3"
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([text[0], *text[1:5], ",".join(row), *text[6:]]) + "\n")
-    data = dataclasses.replace(cfg.data, source=SourceConfig(kind="csv", path=str(bad)), label_column="label", label_map={})
+    data = dataclasses.replace(
+        cfg.data, source=SourceConfig(kind="csv", path=str(bad)), label_column="label", label_map={}
+    )
     bad_cfg = dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": data})
     before = {p: p.stat().st_mtime_ns for p in cfg.staging_base_path.rglob("*")}
-    with pytest.raises(DataGateError, match=r"(?s)bad\.csv.*column 'mean_radius': expected float, between 0 and 84"):
+    with pytest.raises(
+        DataGateError, match=r"(?s)bad\.csv.*column 'mean_radius': expected float, between 0 and 84"
+    ):
         local_runner.run_pipeline(bad_cfg)
     outputs = _outputs(bad_cfg)
     assert outputs.execution_states["DataGate"] == "FAILED"
@@ -101,7 +112,9 @@ def test_bad_data_stops_at_the_gate_and_leaves_serving_untouched(first_run, tmp_
 def test_useless_model_is_not_blessed_nor_pushed(first_run):
     cfg, _, _ = first_run
     training = dataclasses.replace(cfg.data.training, shuffle_labels=True)
-    bad_cfg = dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": dataclasses.replace(cfg.data, training=training)})
+    bad_cfg = dataclasses.replace(
+        cfg, datasets={**cfg.datasets, "wdbc": dataclasses.replace(cfg.data, training=training)}
+    )
     versions = list_versions(cfg.staging_base_path)
     local_runner.run_pipeline(bad_cfg)
     outputs = _outputs(bad_cfg)

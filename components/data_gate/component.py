@@ -1,6 +1,5 @@
 """TFX shell of the data gate: read ExampleValidator's anomalies and the schema, call the core."""
 
-
 import os
 
 import tensorflow as tf
@@ -16,7 +15,7 @@ _ANOMALIES_FILE = "SchemaDiff.pb"  # Where ExampleValidator writes each split's 
 
 
 @component
-def DataGate(  # noqa: N802 - TFX component classes are CamelCase by convention.
+def DataGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     schema: InputArtifact[standard_artifacts.Schema],
     source: Parameter[str],

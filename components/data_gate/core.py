@@ -113,7 +113,9 @@ def findings_from_anomalies(
         reasons = list(info.reason) or [anomalies_pb2.AnomalyInfo.Reason(description=info.description)]
         found = "; ".join((r.description or r.short_description).rstrip(".") for r in reasons)
         fix = _LABEL_FIX if column == label else _FIXES.get(reasons[0].type, _DEFAULT_FIX)
-        findings.append(Finding(split, column, describe_expectation(features.get(column), schema), found, fix))
+        findings.append(
+            Finding(split, column, describe_expectation(features.get(column), schema), found, fix)
+        )
     if anomalies.HasField("dataset_anomaly_info"):
         info = anomalies.dataset_anomaly_info
         found = "; ".join(r.description for r in info.reason) or info.description

@@ -1,6 +1,5 @@
 """TFX shell of the serving pusher: publish a blessed model's SavedModel, record where it went."""
 
-
 import os
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
@@ -13,7 +12,7 @@ _SERVING_DIR = "Format-Serving"  # Where the Trainer writes the SavedModel insid
 
 
 @component
-def ServingPusher(  # noqa: N802 - TFX component classes are CamelCase by convention.
+def ServingPusher(
     model: InputArtifact[standard_artifacts.Model],
     model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
     pushed_model: OutputArtifact[standard_artifacts.PushedModel],
