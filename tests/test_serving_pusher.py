@@ -56,9 +56,12 @@ def test_not_a_saved_model_is_refused(tmp_path):
 def test_failed_copy_leaves_no_partial_version(tmp_path):
     model = _model(tmp_path / "m")
     publish_version(model, tmp_path / "base", version=1)
-    with mock.patch("components.serving_pusher.core.os.rename", side_effect=OSError("disk full")):
-        with pytest.raises(OSError, match="disk full"):
-            publish_version(_model(tmp_path / "n", b"new"), tmp_path / "base", version=2)
+    new_model = _model(tmp_path / "n", b"new")
+    with (
+        mock.patch("components.serving_pusher.core.os.rename", side_effect=OSError("disk full")),
+        pytest.raises(OSError, match="disk full"),
+    ):
+        publish_version(new_model, tmp_path / "base", version=2)
     # Only the earlier, complete version is there: no staging directory, no half-written version 2.
     assert sorted(os.listdir(tmp_path / "base")) == ["1"]
     assert DIGEST_FILE in os.listdir(tmp_path / "base" / "1")
