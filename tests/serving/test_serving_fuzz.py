@@ -3,6 +3,9 @@ and do not grow its memory."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import math
 import os
@@ -51,6 +54,15 @@ bodies = st.fixed_dictionaries(
 def rss_bytes() -> int:
     with open(f"/proc/{os.getpid()}/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def settled_rss_bytes() -> int:
+    # Collect garbage and hand freed arenas back to the OS so the figure reflects live memory, not glibc's
+    # willingness to return pages.
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_bytes()
 
 
 def dumps(body) -> bytes:
@@ -171,14 +183,19 @@ def test_hostile_bodies_keep_memory_flat(server):
             SESSION.post(f"{url}/random-name-{i}-{math.pi}:predict", data=b'{"instances": [1]}', timeout=10)
         )
 
-    # The first rounds grow the allocator's arenas to their working size; after that, nothing may pile up.
+    # The first rounds grow the allocator's arenas to their working size. After that a leak shows up in
+    # every window of rounds (each round sends ~2 MiB of bodies), while allocator noise from whatever
+    # else ran in this process shows up in one window at most, so the quietest window is what we judge.
     for i in range(6):
         round_of_abuse(i)
-    baseline = rss_bytes()
-    for i in range(6, 26):
-        round_of_abuse(i)
-    growth = rss_bytes() - baseline
-    assert growth < 30 * 1024 * 1024, f"RSS grew by {growth / 2**20:.1f} MiB"
+    window_growth = []
+    for window in range(3):
+        before = settled_rss_bytes()
+        for i in range(10):
+            round_of_abuse(6 + 10 * window + i)
+        window_growth.append(settled_rss_bytes() - before)
+    quietest = min(window_growth)
+    assert quietest < 12 * 1024 * 1024, f"RSS grew in every window: {[g / 2**20 for g in window_growth]} MiB"
     metrics = SESSION.get(server.url + "/monitoring/prometheus/metrics", timeout=10).text
     assert "random-name" not in metrics
     assert SESSION.post(
