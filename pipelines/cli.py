@@ -19,6 +19,8 @@ def _quiet_environment(verbose: bool) -> None:
     # Must happen before TensorFlow is imported: its C++ logging reads the variable once.
     if not verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        # Read by MLflow at import, in this process and in the tracking worker it starts.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         warnings.filterwarnings("ignore")
 
 
@@ -38,9 +40,10 @@ def _load(args: argparse.Namespace):
     return load_config(args.config, dataset=args.dataset, workdir=args.workdir)
 
 
-def _print_summary(cfg, outputs, timings, wall: float) -> None:
+def _print_summary(cfg, result, wall: float) -> None:
     from pipelines import report
 
+    outputs, version = result.outputs, result.version
     print(f"\nRun {outputs.tfx_run_id} of {cfg.pipeline_name} finished in {wall:.1f} s")
     cached = sorted(n for n, s in outputs.execution_states.items() if s == "CACHED")
     if cached:
@@ -52,35 +55,41 @@ def _print_summary(cfg, outputs, timings, wall: float) -> None:
         )
         print(report.format_metrics_table(metrics))
     if outputs.blessed:
-        baseline = (
-            "the latest blessed model"
-            if outputs.baseline_model_uri
-            else "no earlier blessed model (first run)"
-        )
-        print(f"\nBlessed: yes - every threshold met; compared with {baseline}.")
+        print(f"\nEvaluator: blessed - every threshold met; compared with {result.baseline}.")
     elif outputs.blessed is False:
-        print("\nBlessed: NO - the model failed:")
+        print(f"\nEvaluator: NOT blessed (compared with {result.baseline}):")
         for line in report.load_failed_thresholds(outputs.evaluation_uri):
             print(f"  - {line}")
     if outputs.pushed:
         print(f"Pushed to staging: {outputs.pushed_destination}")
     else:
-        print("Not pushed: only blessed models are pushed.")
+        print("Not pushed to staging: only blessed models are.")
+    print(f"\nMLflow run {result.mlflow_run_id} at {result.tracking_uri}")
+    if version is None:
+        return
+    if version.passed:
+        print(f"Registry: '{version.name}' version {version.version} passed the gate -> alias candidate")
+        print(
+            f"  A reviewer other than the run's author approves it for production with:\n"
+            f'    dxpipe approve {version.name} {version.version} --reviewer <name> --note "<why>"'
+        )
+    else:
+        print(f"Registry: '{version.name}' version {version.version} FAILED the gate; it cannot be approved:")
+        for failure in version.failures:
+            print(f"  - {failure}")
+    print(f"  non-inferiority compared with: {version.compared_with}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Runs the pipeline locally and prints the summary."""
+    """Runs the pipeline locally as one MLflow run, registers and gates the model, prints the summary."""
     cfg = _load(args)
     from pipelines import local_runner
-    from pipelines.mlflow_mlmd import collect_outputs
 
     local_runner.quiet_logs(args.verbose)
     print(f"dxpipe: running {cfg.pipeline_name} (dataset {cfg.dataset}) in {os.path.abspath(cfg.workdir)}")
     start = time.perf_counter()
-    timings, _digest = local_runner.run_pipeline(cfg, enable_cache=not args.no_cache, emit=print)
-    wall = time.perf_counter() - start
-    paths = local_runner.Paths.for_config(cfg)
-    _print_summary(cfg, collect_outputs(str(paths.metadata), cfg.pipeline_name), timings, wall)
+    result = local_runner.run_tracked(cfg, enable_cache=not args.no_cache, emit=print)
+    _print_summary(cfg, result, time.perf_counter() - start)
     return 0
 
 
@@ -105,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dxpipe", description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow/TFX/Beam logs and tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train, validate, evaluate and push with the local TFX runner")
+    run = sub.add_parser(
+        "run", help="train, validate, evaluate, push to staging, track in MLflow and gate in the registry"
+    )
     _add_config_args(run)
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
     run.set_defaults(func=cmd_run)
@@ -125,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--serving-root", default=defaults.serving_root, help="TF Serving model base paths' parent"
     )
     kfp.set_defaults(func=cmd_compile)
+
+    from pipelines import registry_cli
+    from serving import cli as serving_cli
+
+    registry_cli.register(sub)
+    serving_cli.register(sub)
     return parser
 
 

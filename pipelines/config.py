@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from components.registry_gate.core import GatePolicy
 from pipelines.errors import ConfigError
+from pipelines.mlflow_store import TrackingConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
 # Paths in the config (schemas, CSVs) are relative to the project root, which is where the packaged
@@ -146,6 +148,8 @@ class DatasetConfig:
         slice_features: Categorical features the Evaluator reports metrics per value of.
         training: Overrides of the top-level training settings.
         evaluation: Overrides of the top-level evaluation thresholds.
+        gate: The registry gate policy (`components.registry_gate.core.GatePolicy.from_dict` format):
+            the top-level `gate:` section with this entry's keys replacing its keys.
     """
 
     source: SourceConfig
@@ -160,6 +164,7 @@ class DatasetConfig:
     slice_features: tuple[str, ...] = ()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    gate: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         bad = {k: v for k, v in self.label_map.items() if v not in (0, 1)}
@@ -239,8 +244,10 @@ class Config:
         evaluation: Default blessing thresholds (a dataset may override them).
         beam: Beam settings.
         serving: Serving paths.
-        tracking: MLflow tracking settings, kept as a mapping here and validated by `pipelines.tracking`.
-        gate: Registry gate policy, kept as a mapping here and validated by `pipelines.registry`.
+        tracking: MLflow settings (`pipelines.mlflow_store.TrackingConfig` keys other than the paths and
+            threshold, which come from this config); validated at load.
+        gate: Default registry gate policy; each dataset's `gate:` replaces single keys. Validated at
+            load, per dataset.
     """
 
     dataset: str
@@ -290,6 +297,29 @@ class Config:
     def production_base_path(self) -> Path:
         """Model base path of the production model."""
         return self.serving_root / self.model_name
+
+    def tracking_config(self) -> TrackingConfig:
+        """The MLflow settings of this run: the `tracking:` section plus this config's paths."""
+        return dataclasses.replace(
+            TrackingConfig.from_dict(self.tracking),
+            workdir=str(Path(self.workdir).absolute()),
+            serving_root=str(self.serving_root),
+            operating_threshold=self.data.training.operating_threshold,
+        )
+
+    def gate_policy(self) -> GatePolicy:
+        """The selected dataset's registry gate policy.
+
+        Without a `gate:` section the Evaluator's value thresholds become the gate's minimums, so a model
+        is never registered ungated.
+        """
+        gate = self.data.gate
+        if not gate:
+            ev = self.data.evaluation
+            bounds = {"auc": ev.min_auc, "binary_accuracy": ev.min_accuracy, "recall": ev.min_recall}
+            bounds["specificity"] = ev.min_specificity
+            gate = {"minimums": {k: v for k, v in bounds.items() if v > 0}}
+        return GatePolicy.from_dict(gate, f"datasets.{self.dataset}.gate")
 
     def with_dataset(self, name: str) -> Config:
         """Returns a copy that runs another configured dataset."""
@@ -392,7 +422,7 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
     datasets_raw = raw.get("datasets")
     if not isinstance(datasets_raw, Mapping) or not datasets_raw:
         raise ConfigError("`datasets:` is missing or empty; configure at least one dataset.")
-    defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation")}
+    defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation", "gate")}
     # Check the shared sections on their own first, so an error names `training.x`, not a dataset copy.
     _build(TrainingConfig, defaults["training"], "training")
     _build(EvaluationConfig, defaults["evaluation"], "evaluation")
@@ -411,7 +441,30 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
             entry["source"] = {**source, "path": str((base_dir / str(source["path"])).resolve())}
         datasets[str(name)] = _build(DatasetConfig, entry, f"datasets.{name}")
     raw["datasets"] = datasets
-    return _build(Config, raw, "")
+    cfg = _build(Config, raw, "")
+    _check_tracking_and_gates(cfg)
+    return cfg
+
+
+# Tracking settings that the rest of the config already decides; a second copy could only disagree.
+_DERIVED_TRACKING_KEYS = {
+    "workdir": "the top-level `workdir`",
+    "serving_root": "`serving.root`",
+    "operating_threshold": "`training.operating_threshold`",
+    "test_split": "the pipeline's fixed `test` split",
+}
+
+
+def _check_tracking_and_gates(cfg: Config) -> None:
+    """Validates the MLflow and gate sections at load, so a typo fails before any component runs."""
+    if not isinstance(cfg.tracking, Mapping):
+        raise ConfigError(f"tracking must be a mapping, got {cfg.tracking!r}.")
+    for key, owner in _DERIVED_TRACKING_KEYS.items():
+        if key in cfg.tracking:
+            raise ConfigError(f"tracking.{key} is not set here; it comes from {owner}. Remove it.")
+    TrackingConfig.from_dict(cfg.tracking)
+    for name in cfg.datasets:
+        cfg.with_dataset(name).gate_policy()
 
 
 def load_config(path: str | Path | None = None, *, dataset: str | None = None, **overrides: Any) -> Config:

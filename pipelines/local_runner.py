@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipelines import data as data_lib
 from pipelines.config import Config
+from pipelines.errors import DataGateError, DxpipeError
 
 METADATA_FILE = "metadata.sqlite"
 
@@ -94,7 +95,7 @@ def quiet_logs(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def build(cfg: Config, paths: Paths, enable_cache: bool = True):
+def build(cfg: Config, paths: Paths, enable_cache: bool = True, baseline_model_uri: str | None = None):
     """Materialises the data and returns (pipeline, dataset digest)."""
     from tfx.orchestration import metadata
 
@@ -110,12 +111,17 @@ def build(cfg: Config, paths: Paths, enable_cache: bool = True):
         source_name=source_name,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(str(paths.metadata)),
         enable_cache=enable_cache,
+        baseline_model_uri=baseline_model_uri,
     )
     return pipeline, digest
 
 
 def run_pipeline(
-    cfg: Config, *, enable_cache: bool = True, emit: Callable[[str], None] = lambda line: None
+    cfg: Config,
+    *,
+    enable_cache: bool = True,
+    emit: Callable[[str], None] = lambda line: None,
+    baseline_model_uri: str | None = None,
 ) -> tuple[list[ComponentTiming], str]:
     """Runs the pipeline once with LocalDagRunner.
 
@@ -123,6 +129,8 @@ def run_pipeline(
         cfg: The configuration.
         enable_cache: Reuse unchanged executions.
         emit: Receives one progress line per component event.
+        baseline_model_uri: The champion's Model artifact URI for the Evaluator's comparison; None
+            compares against the latest blessed model.
 
     Returns:
         Per-component timings and the dataset digest.
@@ -134,7 +142,87 @@ def run_pipeline(
 
     paths = Paths.for_config(cfg)
     paths.workdir.mkdir(parents=True, exist_ok=True)
-    pipeline, digest = build(cfg, paths, enable_cache)
+    pipeline, digest = build(cfg, paths, enable_cache, baseline_model_uri)
     with _timed_launches(emit) as timings:
         LocalDagRunner().run(pipeline)
     return timings, digest
+
+
+@dataclasses.dataclass
+class TrackedResult:
+    """What one tracked local run produced.
+
+    Attributes:
+        timings: Per-component timings.
+        outputs: The TFX run's outputs read back from ML Metadata.
+        version: The registry version and its gate verdict (None if the run trained no model).
+        mlflow_run_id: The MLflow run.
+        tracking_uri: Where the run was tracked.
+        tracking_overhead_s: Seconds MLflow work added to the critical path.
+        baseline: What the Evaluator compared against.
+    """
+
+    timings: list[ComponentTiming]
+    outputs: object
+    version: object
+    mlflow_run_id: str
+    tracking_uri: str
+    tracking_overhead_s: float
+    baseline: str
+
+
+def run_tracked(
+    cfg: Config, *, enable_cache: bool = True, emit: Callable[[str], None] = lambda line: None
+) -> TrackedResult:
+    """Runs the pipeline as one MLflow run, then registers and gates the trained model.
+
+    The MLflow run opens (in a worker process) while TFX is imported; the champion, if any, becomes the
+    Evaluator's baseline. A failed or interrupted pipeline ends the MLflow run as FAILED.
+
+    Raises:
+        DxpipeError: Bad data or config, an unreachable MLflow, or a run that trained no model.
+    """
+    from pipelines import registry, tracking
+    from pipelines.config import flatten
+    from pipelines.mlflow_mlmd import collect_outputs
+
+    tracking_cfg = cfg.tracking_config()
+    policy = cfg.gate_policy()
+    paths = Paths.for_config(cfg)
+    tags = {"tfx.pipeline_name": cfg.pipeline_name, "tfx.pipeline_root": str(paths.pipeline_root)}
+    with tracking.pipeline_run(tracking_cfg, cfg.pipeline_name, flatten(cfg), tags) as run:
+        # Importing TFX takes long enough for the worker to open the run meanwhile.
+        import pipelines.pipeline  # noqa: F401
+
+        champion_uri = run.call(
+            "champion", "reading the champion", registry.champion_in_session, cfg.model_name
+        )
+        if champion_uri and not Path(champion_uri).is_dir():
+            emit(f"  (champion's model {champion_uri} is gone; comparing with the latest blessed model)")
+            champion_uri = None
+        baseline = "the registry's champion" if champion_uri else "the latest blessed model"
+        try:
+            timings, _ = run_pipeline(
+                cfg, enable_cache=enable_cache, emit=emit, baseline_model_uri=champion_uri
+            )
+        except DataGateError:
+            # The run ends FAILED either way; its statistics and anomalies are what a reader needs then.
+            with contextlib.suppress(DxpipeError):
+                tracking.log_pipeline_outputs(run, collect_outputs(str(paths.metadata), cfg.pipeline_name))
+            raise
+        outputs = collect_outputs(str(paths.metadata), cfg.pipeline_name)
+        tracking.log_pipeline_outputs(run, outputs)
+        version = None
+        if outputs.model_uri:
+            version = registry.register_and_gate(run, outputs, policy, model_name=cfg.model_name)
+        result = TrackedResult(
+            timings=timings,
+            outputs=outputs,
+            version=version,
+            mlflow_run_id=run.run_id,
+            tracking_uri=run.config.tracking_uri or "",
+            tracking_overhead_s=0.0,
+            baseline=baseline,
+        )
+    result.tracking_overhead_s = run.overhead_s
+    return result

@@ -1,7 +1,11 @@
 """The one pipeline factory. Runners (local, Kubeflow) only bind paths and the orchestrator.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated) -> ExampleValidator -> DataGate -> Trainer
--> Evaluator (test split, against the latest blessed model) -> ServingPusher (only if blessed).
+-> Evaluator (test split, against a baseline) -> ServingPusher to staging (only if blessed).
+
+The baseline is the registry's champion when the runner knows it (an Importer of its Model artifact, so
+non-inferiority is judged against what production serves, re-scored on this test split), else the latest
+blessed model (a Resolver, which is also what a compiled Kubeflow pipeline uses).
 Components talk only through TFX artifacts and parameters, so the same definition compiles to KFP.
 """
 
@@ -14,6 +18,7 @@ from pathlib import Path
 import tensorflow_model_analysis as tfma
 from tfx.components import CsvExampleGen, Evaluator, ExampleValidator, StatisticsGen, Trainer
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.common.importer import Importer
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
@@ -112,6 +117,7 @@ def create_pipeline(
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
     enable_cache: bool = True,
+    baseline_model_uri: str | None = None,
 ) -> tfx_pipeline.Pipeline:
     """Builds the dxpipe pipeline for the selected dataset.
 
@@ -123,6 +129,8 @@ def create_pipeline(
         metadata_connection_config: ML Metadata connection (None lets the orchestrator choose).
         beam_pipeline_args: Arguments for the Beam-based components.
         enable_cache: Reuse outputs of executions whose inputs and parameters are unchanged.
+        baseline_model_uri: URI of the Model artifact to compare against (the registry's champion);
+            None resolves the latest blessed model instead.
 
     Returns:
         The TFX pipeline.
@@ -156,15 +164,22 @@ def create_pipeline(
     )
     # Nothing is trained on data the gate rejected.
     trainer.add_upstream_node(data_gate)
-    baseline = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    if baseline_model_uri:
+        baseline = Importer(
+            source_uri=baseline_model_uri, artifact_type=standard_artifacts.Model, reimport=False
+        ).with_id("champion_model_importer")
+        baseline_model = baseline.outputs["result"]
+    else:
+        baseline = Resolver(
+            strategy_class=LatestBlessedModelStrategy,
+            model=Channel(type=standard_artifacts.Model),
+            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+        baseline_model = baseline.outputs["model"]
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
+        baseline_model=baseline_model,
         eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
         example_splits=[GATED_SPLIT],
     )

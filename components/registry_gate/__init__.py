@@ -1,0 +1,1 @@
+"""Registry gate: the pure decision whether a registered model version may become a `candidate`."""

@@ -1,0 +1,493 @@
+"""Registers each trained model as a version in the MLflow model registry and applies the gate.
+
+One registered model per dataset and model (`wdbc`, `heart`, ...). A version carries the SavedModel (as
+the run's `model/` artifacts), its overall test metrics, its TFX lineage and the gate verdict, all as
+tags set *in the same call that creates the version*: a version is never visible half-gated. A version
+that fails gets `gate=failed` and one `gate.fail.<criterion>` tag per failed criterion and no alias; one
+that passes gets `gate=passed` and the alias `candidate`. Promotion to `champion` is a reviewer's act
+(`pipelines.promotion`). MLflow stages are deprecated and not used.
+
+Non-inferiority compares against the current champion (alias `champion`), re-scored on the same test
+split. Two sources qualify, checked in order:
+
+1. The Evaluator's baseline model, when its SavedModel digest equals the champion's recorded digest
+   (so the baseline *is* the champion, whatever the Evaluator's resolver picked).
+2. The champion's recorded overall metrics, when its recorded test-split digest equals this run's:
+   identical examples scored by the same model give the same metrics, so this is a re-score.
+
+Otherwise the comparison fails, naming the fix (give the Evaluator the champion as baseline, e.g. with
+an Importer of `champion_model_uri(...)`), rather than comparing with whatever the baseline happened to be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.registry_gate.core import OVERALL, CriterionResult, GatePolicy, GateVerdict, evaluate_gate
+from components.serving_pusher.core import PushError, saved_model_digest
+from pipelines.errors import DxpipeError
+from pipelines.mlflow_mlmd import PipelineOutputs, split_digest
+from pipelines.mlflow_store import (
+    TrackingConfig,
+    check_model_name,
+    client_for,
+    error_code,
+    mlflow_errors,
+    sanitize_key,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from pipelines.mlflow_tfma import Evaluation
+    from pipelines.tracking import Session, TrackedRun
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+
+TAG_GATE = "gate"
+TAG_GATE_FAIL_PREFIX = "gate.fail."
+TAG_GATE_FAILURES = "gate.failures"
+TAG_GATE_POLICY = "gate.policy"
+TAG_GATE_COMPARED = "gate.compared_with"
+TAG_GATE_NOTES = "gate.notes"
+TAG_GATE_VERDICT = "gate.verdict"
+TAG_METRIC_PREFIX = "metric."
+TAG_DIGEST = "model.digest"
+TAG_AUTHOR = "dxpipe.author"
+TAG_TEST_DIGEST = "data.test_digest"
+TAG_TFX_RUN = "tfx.run_id"
+TAG_TFX_MODEL_URI = "tfx.model_uri"
+TAG_TFX_ROOT = "tfx.pipeline_root"
+TAG_MLMD_EXECUTIONS = "mlmd.execution_ids"
+TAG_STAGING_VERSION = "serving.staging_version"
+MODEL_ARTIFACT_PATH = "model"
+
+
+class RegistryError(DxpipeError):
+    """The registry cannot do what was asked; the message names the model, the version and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionView:
+    """A model version as dxpipe reads it (the SQL store returns int versions, the REST API strings).
+
+    Attributes:
+        name: Registered model name.
+        version: Version number, always a string.
+        tags: The version's tags.
+        run_id: The MLflow run that registered it.
+        source: Where its artifacts live.
+        aliases: Its aliases.
+        description: Its description.
+    """
+
+    name: str
+    version: str
+    tags: Mapping[str, str]
+    run_id: str | None
+    source: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+    @classmethod
+    def of(cls, mv: ModelVersion) -> VersionView:
+        """Converts an MLflow ModelVersion."""
+        return cls(
+            name=mv.name,
+            version=str(mv.version),
+            tags=dict(mv.tags or {}),
+            run_id=mv.run_id or None,
+            source=mv.source or "",
+            aliases=tuple(str(a) for a in (getattr(mv, "aliases", None) or ())),
+            description=mv.description or "",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredVersion:
+    """A new registry version and its gate verdict.
+
+    Attributes:
+        name: Registered model name.
+        version: Registry version number (MLflow versions are strings).
+        verdict: The full gate verdict.
+        failures: One message per failed criterion (empty when it passed).
+        aliases: Aliases the version got (("candidate",) or ()).
+        digest: Content digest of its SavedModel.
+        compared_with: What non-inferiority compared against.
+    """
+
+    name: str
+    version: str
+    verdict: GateVerdict
+    failures: tuple[str, ...]
+    aliases: tuple[str, ...]
+    digest: str
+    compared_with: str
+
+    @property
+    def passed(self) -> bool:
+        """Whether the version passed the gate."""
+        return self.verdict.passed
+
+
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Creates the registered model if it does not exist (tolerating a concurrent creation)."""
+    try:
+        client.get_registered_model(name)
+        return
+    except Exception as exc:
+        if error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    try:
+        client.create_registered_model(
+            name,
+            tags={"dxpipe.model": name},
+            description=(
+                f"dxpipe diagnostic model '{name}'. Aliases: candidate (passed the gate), champion (served)."
+            ),
+        )
+    except Exception as exc:
+        if error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
+    """Returns {alias: version} of a registered model.
+
+    Raises:
+        RegistryError: If the model is not registered (listing the ones that are).
+    """
+    try:
+        aliases = client.get_registered_model(name).aliases
+        return {str(alias): str(version) for alias, version in aliases.items()}
+    except Exception as exc:
+        if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            known = sorted(m.name for m in client.search_registered_models(max_results=100))
+            listing = ", ".join(known) if known else "none yet"
+            raise RegistryError(
+                f"no registered model '{name}' (registered models: {listing}); check the name or run the "
+                "pipeline first."
+            ) from exc
+        raise
+
+
+def search_versions(client: MlflowClient, name: str) -> list[VersionView]:
+    """Every version of a registered model, oldest first."""
+    found = client.search_model_versions(f"name='{name}'")
+    return sorted((VersionView.of(v) for v in found), key=lambda v: int(v.version))
+
+
+def get_version(client: MlflowClient, name: str, version: str) -> VersionView:
+    """Returns one model version.
+
+    Raises:
+        RegistryError: If the version does not exist (listing the ones that do).
+    """
+    aliases_of(client, name)
+    if not str(version).isdigit():
+        raise RegistryError(f"version {version!r} of '{name}' is not a version number; use e.g. 3.")
+    try:
+        return VersionView.of(client.get_model_version(name, str(int(version))))
+    except Exception as exc:
+        if error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            versions = [v.version for v in search_versions(client, name)]
+            listing = ", ".join(versions) if versions else "none"
+            raise RegistryError(
+                f"'{name}' has no version {version} (versions: {listing}); see `dxpipe status {name}`."
+            ) from exc
+        raise
+
+
+def recorded_metrics(version: VersionView) -> dict[str, float]:
+    """The overall test metrics recorded on a version's tags."""
+    out = {}
+    for key, value in version.tags.items():
+        if key.startswith(TAG_METRIC_PREFIX):
+            try:
+                out[key[len(TAG_METRIC_PREFIX) :]] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def champion_model_uri(cfg: TrackingConfig, model_name: str) -> str | None:
+    """Returns the TFX Model artifact URI of the current champion, or None when there is no champion.
+
+    For the pipeline: feed it to the Evaluator as `baseline_model` (through an Importer) so non-inferiority
+    compares against the champion re-scored on this run's test split. Inside an open run use
+    `run.call(..., champion_in_session, model_name)` instead, which asks the run's MLflow process.
+    """
+    cfg = cfg.resolved()
+    return _champion_uri(cfg, client_for(cfg), model_name)
+
+
+def champion_in_session(session: Session, model_name: str) -> str | None:
+    """`champion_model_uri` for an open run (runs where MLflow lives, see `TrackedRun.call`)."""
+    with session.timed("champion"):
+        return _champion_uri(session.config, session.client, model_name)
+
+
+def _champion_uri(cfg: TrackingConfig, client: MlflowClient, model_name: str) -> str | None:
+    check_model_name(model_name)
+    with mlflow_errors(cfg, f"reading the champion of '{model_name}'"):
+        try:
+            champion = aliases_of(client, model_name).get(CHAMPION)
+        except RegistryError:
+            return None
+        if champion is None:
+            return None
+        return get_version(client, model_name, champion).tags.get(TAG_TFX_MODEL_URI) or None
+
+
+def _baseline_for(
+    client: MlflowClient,
+    name: str,
+    champion: str | None,
+    outputs: PipelineOutputs,
+    evaluation: Evaluation | None,
+    test_digest: str | None,
+) -> tuple[Mapping[str, Mapping[str, float]] | None, str]:
+    if champion is None:
+        return None, "none (no champion yet)"
+    version = get_version(client, name, champion)
+    champion_digest = version.tags.get(TAG_DIGEST)
+    baseline_dir = outputs.baseline_saved_model_dir
+    if (
+        evaluation is not None
+        and evaluation.baseline
+        and baseline_dir
+        and champion_digest
+        and Path(baseline_dir, "saved_model.pb").is_file()
+        and saved_model_digest(baseline_dir) == champion_digest
+    ):
+        return (
+            evaluation.baseline,
+            f"champion version {champion}, re-scored by the Evaluator on this test split",
+        )
+    champion_split = version.tags.get(TAG_TEST_DIGEST)
+    recorded = recorded_metrics(version)
+    if test_digest and champion_split == test_digest and recorded:
+        return (
+            {OVERALL: recorded},
+            f"champion version {champion}, its recorded metrics on an identical test split ({test_digest})",
+        )
+    return None, f"champion version {champion}: not re-scored on this test split"
+
+
+def _fmt_metric(value: float) -> str:
+    return repr(float(value))
+
+
+def register_and_gate(
+    run: TrackedRun,
+    outputs: PipelineOutputs,
+    gate_policy: GatePolicy,
+    *,
+    model_name: str,
+    evaluation: Evaluation | None = None,
+) -> RegisteredVersion:
+    """Registers the run's SavedModel as a new version, gates it and tags it with the verdict.
+
+    Args:
+        run: The open MLflow run of this pipeline run.
+        outputs: The TFX run's outputs.
+        gate_policy: The gate policy.
+        model_name: Registered model name (one per dataset and model, e.g. "wdbc").
+        evaluation: The TFMA evaluation; by default the one `log_pipeline_outputs` loaded, else loaded here.
+
+    Returns:
+        The new version with its verdict. A failing version is registered too (with its reasons): the
+        registry is the record of every trained model, and "can't be approved" is enforced at approval.
+
+    Raises:
+        RegistryError: If the run produced no SavedModel.
+        TrackingError: If MLflow cannot be reached; no version is created then, or it is complete.
+    """
+    from pipelines.tracking import load_run_evaluation
+
+    check_model_name(model_name)
+    notes: list[str] = []
+    if evaluation is None:
+        evaluation, problem = load_run_evaluation(run, outputs)
+        if problem:
+            notes.append(problem)
+    if evaluation is None and not notes:
+        notes.append(f"TFX run {outputs.tfx_run_id} has no Evaluator output; every metric criterion fails.")
+    return run.call(
+        "register",
+        f"registering a version of '{model_name}'",
+        register_in_session,
+        outputs,
+        gate_policy,
+        model_name,
+        evaluation,
+        tuple(notes),
+    )
+
+
+def register_in_session(
+    session: Session,
+    outputs: PipelineOutputs,
+    gate_policy: GatePolicy,
+    model_name: str,
+    evaluation: Evaluation | None,
+    notes: tuple[str, ...],
+) -> RegisteredVersion:
+    """The MLflow side of `register_and_gate` (runs where MLflow lives)."""
+    cfg = session.config
+    saved_model = outputs.saved_model_dir
+    if saved_model is None or not Path(saved_model, "saved_model.pb").is_file():
+        raise RegistryError(
+            f"TFX run {outputs.tfx_run_id} produced no SavedModel (looked for {saved_model}/saved_model.pb); "
+            f"nothing to register for '{model_name}'. Check the Trainer's logs."
+        )
+    try:
+        digest = saved_model_digest(saved_model)
+    except PushError as exc:
+        raise RegistryError(str(exc)) from exc
+    candidate = evaluation.candidate if evaluation is not None else {}
+    test_digest = split_digest(outputs.examples_uri, cfg.test_split)
+
+    client = session.client
+    with session.timed("register"), mlflow_errors(cfg, f"registering a version of '{model_name}'"):
+        ensure_registered_model(client, model_name)
+        champion = aliases_of(client, model_name).get(CHAMPION)
+        baseline, compared_with = _baseline_for(
+            client, model_name, champion, outputs, evaluation, test_digest
+        )
+        verdict = evaluate_gate(
+            gate_policy,
+            candidate,
+            baseline=baseline,
+            champion=None if champion is None else f"version {champion}",
+            blessed=outputs.blessed,
+        )
+        verdict = dataclasses.replace(verdict, notes=tuple(notes) + verdict.notes)
+
+        # A cached re-run hands over the same SavedModel: gated under the same policy against the same
+        # champion, it is the same registry version, not a new one.
+        same = _identical_version(client, model_name, digest, gate_policy.digest(), compared_with)
+        if same is not None:
+            session.set_tags(
+                {"registry.model": model_name, "registry.version": same.version, "registry.reused": "true"}
+            )
+            return _registered_from_tags(same)
+
+        with session.timed("model_upload"):
+            client.log_artifacts(session.run_id, saved_model, MODEL_ARTIFACT_PATH)
+        client.log_dict(
+            session.run_id,
+            {**verdict.to_dict(), "policy": gate_policy.to_dict(), "compared_with": compared_with},
+            "gate/verdict.json",
+        )
+        session.set_tags({TAG_GATE: "passed" if verdict.passed else "failed", TAG_DIGEST: digest})
+
+        tags = _version_tags(
+            session, outputs, gate_policy, verdict, compared_with, digest, test_digest, candidate
+        )
+        source = f"{client.get_run(session.run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+        failures = tuple(f.message for f in verdict.failures)
+        description = (
+            f"Gate passed ({len(verdict.results)} criteria)."
+            if verdict.passed
+            else "Gate FAILED: " + " | ".join(failures)
+        )
+        # One call creates the version with its verdict: it is never visible un-gated.
+        created = client.create_model_version(
+            model_name,
+            source,
+            run_id=session.run_id,
+            tags=tags,
+            description=description[:5000],
+            await_creation_for=60,
+        )
+        number = str(created.version)
+        aliases: tuple[str, ...] = ()
+        if verdict.passed:
+            client.set_registered_model_alias(model_name, CANDIDATE, number)
+            aliases = (CANDIDATE,)
+        session.set_tags({"registry.model": model_name, "registry.version": number})
+    return RegisteredVersion(model_name, number, verdict, failures, aliases, digest, compared_with)
+
+
+def _identical_version(
+    client: MlflowClient, name: str, digest: str, policy_digest: str, compared_with: str
+) -> VersionView | None:
+    for version in reversed(search_versions(client, name)):
+        tags = version.tags
+        if (
+            tags.get(TAG_DIGEST) == digest
+            and tags.get(TAG_GATE_POLICY) == policy_digest
+            and tags.get(TAG_GATE_COMPARED) == compared_with
+            and TAG_GATE_VERDICT in tags
+        ):
+            return get_version(client, name, version.version)  # search results carry no aliases
+    return None
+
+
+def _registered_from_tags(version: VersionView) -> RegisteredVersion:
+    recorded = json.loads(version.tags[TAG_GATE_VERDICT])
+    verdict = GateVerdict(
+        tuple(CriterionResult(**r) for r in recorded["results"]), tuple(recorded.get("notes", ()))
+    )
+    return RegisteredVersion(
+        version.name,
+        version.version,
+        verdict,
+        tuple(f.message for f in verdict.failures),
+        version.aliases,
+        version.tags[TAG_DIGEST],
+        version.tags.get(TAG_GATE_COMPARED, ""),
+    )
+
+
+def _version_tags(
+    session: Session,
+    outputs: PipelineOutputs,
+    policy: GatePolicy,
+    verdict: GateVerdict,
+    compared_with: str,
+    digest: str,
+    test_digest: str | None,
+    candidate: Mapping[str, Mapping[str, float]],
+) -> dict[str, str]:
+    tags: dict[str, str] = {
+        TAG_GATE: "passed" if verdict.passed else "failed",
+        TAG_GATE_FAILURES: str(len(verdict.failures)),
+        TAG_GATE_POLICY: policy.digest(),
+        TAG_GATE_COMPARED: compared_with,
+        TAG_GATE_VERDICT: json.dumps(verdict.to_dict(), sort_keys=True),
+        TAG_DIGEST: digest,
+        TAG_AUTHOR: session.author,
+        TAG_TFX_RUN: outputs.tfx_run_id,
+        TAG_TFX_MODEL_URI: outputs.model_uri or "",
+        TAG_MLMD_EXECUTIONS: json.dumps(dict(outputs.execution_ids), sort_keys=True),
+        "mlflow.run_id": session.run_id,
+    }
+    if outputs.model_uri:
+        tags[TAG_TFX_ROOT] = str(Path(outputs.model_uri).parents[2])
+    if verdict.notes:
+        tags[TAG_GATE_NOTES] = " | ".join(verdict.notes)
+    if test_digest:
+        tags[TAG_TEST_DIGEST] = test_digest
+    if outputs.pushed and outputs.pushed_version:
+        tags[TAG_STAGING_VERSION] = outputs.pushed_version
+    for failure in verdict.failures:
+        tags[sanitize_key(TAG_GATE_FAIL_PREFIX + failure.criterion)] = failure.message
+    for name, value in candidate.get(OVERALL, {}).items():
+        if value is not None and math.isfinite(value):
+            tags[sanitize_key(TAG_METRIC_PREFIX + name)] = _fmt_metric(value)
+    return tags
+
+
+def gate_failures(version: VersionView) -> tuple[str, ...]:
+    """The failure messages recorded on a version."""
+    return tuple(v for k, v in sorted(version.tags.items()) if k.startswith(TAG_GATE_FAIL_PREFIX))

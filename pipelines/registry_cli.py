@@ -1,0 +1,223 @@
+"""`dxpipe approve | rollback | status | sync | ui`: the reviewer's side of the model registry.
+
+`register(subparsers)` adds the subcommands to the main `dxpipe` parser; each handler returns an exit
+code. User errors are `DxpipeError`s: the main CLI prints them as one line and exits 2 (`main` here does
+the same for running this module alone and for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import DxpipeError
+from pipelines.mlflow_store import DEFAULT_WORKDIR, TrackingConfig
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (its `tracking:` section and workdir are used)")
+    parser.add_argument(
+        "--workdir", help=f"working directory holding the embedded MLflow store (default {DEFAULT_WORKDIR})"
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the embedded store)"
+    )
+    parser.add_argument(
+        "--serving-root", help="root of the TF Serving model base paths (default <workdir>/serving)"
+    )
+
+
+def tracking_config(args: argparse.Namespace) -> TrackingConfig:
+    """Builds the TrackingConfig from `--config` (when given) and the command-line overrides."""
+    cfg = TrackingConfig()
+    if getattr(args, "config", None):
+        from pipelines.config import load_config
+
+        full = load_config(args.config, workdir=getattr(args, "workdir", None))
+        cfg = dataclasses.replace(
+            TrackingConfig.from_dict(full.tracking),
+            workdir=str(full.workdir),
+            serving_root=str(full.serving_root),
+        )
+    overrides = {
+        "workdir": getattr(args, "workdir", None),
+        "tracking_uri": getattr(args, "tracking_uri", None),
+        "serving_root": getattr(args, "serving_root", None),
+    }
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v})
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approves a version and promotes it to production."""
+    from pipelines.promotion import approve
+
+    record = approve(tracking_config(args), args.model, args.version, args.reviewer, args.note, source="cli")
+    previous = f" (replacing version {record.previous_champion})" if record.previous_champion else ""
+    _out(
+        f"approved '{record.model}' version {record.version}{previous} by {record.reviewer}: production now "
+        f"serves it as version {record.production_version} (log entry {record.seq})."
+    )
+    if record.warning:
+        _out(f"warning: {record.warning}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Restores the previous champion."""
+    from pipelines.promotion import rollback
+
+    record = rollback(tracking_config(args), args.model, args.reviewer, args.note, source="cli")
+    _out(
+        f"rolled back '{record.model}' from version {record.previous_champion} to version {record.version}: "
+        f"production now serves it as version {record.production_version} (log entry {record.seq})."
+    )
+    if record.warning:
+        _out(f"warning: {record.warning}")
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Shows champion, candidate, gate verdicts and what is served; exit 1 when inconsistent."""
+    from pipelines.promotion import status
+
+    report = status(tracking_config(args), args.model)
+    if args.json:
+        _out(json.dumps({**_jsonable(report), "consistent": report.consistent}, indent=2, sort_keys=True))
+    else:
+        _out(report.render())
+    return 0 if report.consistent else 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Reconciles a champion alias set in the MLflow UI (once, or every --watch seconds)."""
+    from pipelines.promotion import sync_ui_alias
+
+    cfg = tracking_config(args)
+    while True:
+        result = sync_ui_alias(cfg, args.model)
+        if result.action != "none" or not args.watch:
+            _out(result.message)
+        if not args.watch:
+            return 2 if result.action == "refused" else 0
+        time.sleep(args.watch)
+
+
+def ui_command(cfg: TrackingConfig, port: int) -> list[str]:
+    """The `mlflow ui` command over the embedded store, bound to loopback only."""
+    cfg = cfg.resolved()
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        cfg.tracking_uri or "",
+        # Experiments created from the UI keep their artifacts in the workdir too, not in the current directory.
+        "--artifacts-destination",
+        str(Path(cfg.workdir) / "mlartifacts"),
+        "--workers",
+        "1",
+    ]
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Replaces this process with the MLflow UI over the embedded store."""
+    cfg = tracking_config(args).resolved()
+    if not cfg.is_embedded:
+        raise DxpipeError(
+            f"tracking goes to the MLflow server at {cfg.tracking_uri}; open that URL in a browser instead "
+            "of `dxpipe ui`."
+        )
+    if not Path((cfg.tracking_uri or "").removeprefix("sqlite:///")).is_file():
+        raise DxpipeError(
+            f"no MLflow store at {cfg.tracking_uri} yet; run the pipeline first (`dxpipe run`) or pass "
+            "--workdir."
+        )
+    command = ui_command(cfg, args.port)
+    _out(f"MLflow UI on http://127.0.0.1:{args.port} over {cfg.tracking_uri} (Ctrl-C to stop)")
+    # The UI needs no background job workers (several processes on a laptop) and sends no telemetry.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.execv(command[0], command)
+    return 0  # pragma: no cover - execv does not return
+
+
+def register(subparsers: Any) -> None:
+    """Adds `approve`, `rollback`, `status`, `sync` and `ui` to the dxpipe subcommands."""
+    p = subparsers.add_parser("approve", help="approve a gated registry version and promote it to production")
+    p.add_argument("model", help="registered model name, e.g. wdbc")
+    p.add_argument("version", help="registry version number")
+    p.add_argument(
+        "--reviewer", required=True, help="your name; must differ from the run's author (four-eyes rule)"
+    )
+    p.add_argument("--note", required=True, help="why this version may serve patients")
+    _add_common(p)
+    p.set_defaults(func=cmd_approve)
+
+    p = subparsers.add_parser("rollback", help="restore the previous champion in production")
+    p.add_argument("model")
+    p.add_argument("--reviewer", required=True)
+    p.add_argument("--note", required=True)
+    _add_common(p)
+    p.set_defaults(func=cmd_rollback)
+
+    p = subparsers.add_parser("status", help="champion, candidate, gate verdicts and what is served")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_common(p)
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser(
+        "sync", help="promote or refuse a champion alias set in the MLflow UI; repair drift"
+    )
+    p.add_argument("model")
+    p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="repeat every SECONDS")
+    _add_common(p)
+    p.set_defaults(func=cmd_sync)
+
+    p = subparsers.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the embedded store")
+    p.add_argument("--port", type=int, default=5000)
+    _add_common(p)
+    p.set_defaults(func=cmd_ui)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one registry subcommand (the same handling as the main `dxpipe` CLI)."""
+    parser = argparse.ArgumentParser(prog="dxpipe")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DxpipeError as err:
+        sys.stderr.write(f"dxpipe: error: {err}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tests of MLflow tracking, the registry gate, approval and promotion to serving."""
