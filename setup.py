@@ -12,6 +12,8 @@ setup(
     description="Train, validate, gate and serve medical diagnostic models with TFX, MLflow and TF Serving.",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipelines*", "components*", "models*", "serving*"]),
-    package_data={"pipelines": ["configs/*.yaml"]},
+    # Non-Python files read at run time: the packaged config, and the Kubernetes manifests that
+    # serving.deploy loads (and its tests check) from serving/k8s/.
+    package_data={"pipelines": ["configs/*.yaml"], "serving": ["k8s/*.yaml"]},
     entry_points={"console_scripts": ["dxpipe=pipelines.cli:main"]},
 )

@@ -7,6 +7,8 @@ probabilities out, with no separate transform graph to keep in step.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -93,17 +95,44 @@ def build_classifier(width: int, hidden_units: tuple[int, ...], dropout: float, 
     return keras.Sequential(layers, name="classifier")
 
 
+@dataclasses.dataclass(frozen=True)
+class _KerasParts:
+    """The Keras layers of a `DiagnosticModel`, in a holder that tf.Module's attribute tracking passes over."""
+
+    preprocess: Preprocess
+    classifier: keras.Model
+
+
 class DiagnosticModel(tf.Module):
-    """What is saved: preprocessing + classifier behind three serving signatures."""
+    """What is saved: preprocessing + classifier behind three serving signatures.
+
+    The SavedModel holds the layers' plain `tf.Variable`s, not the Keras layers. A Keras 3 variable that
+    tf.Module tracks is exported twice: the checkpoint restores a copy of it while the signatures' graph
+    reads the original, which only the object graph of `tf.saved_model.load` reconnects. TF Serving loads
+    the MetaGraph into a TF1 Session instead (restore op, then signature tensors), where that original is
+    never restored: every request failed with "Could not find variable classifier/dense/bias"
+    (tensorflow/tensorflow#72963). Tracking the variables themselves gives one variable each, restored
+    where the graph reads it, and leaves the optimizer's slots out of the export.
+    """
 
     def __init__(
         self, preprocess: Preprocess, classifier: keras.Model, features: list[Feature], threshold: float
     ):
         super().__init__(name="diagnostic_model")
-        self.preprocess = preprocess
-        self.classifier = classifier
+        self._keras = _KerasParts(preprocess, classifier)
+        self.weights = [w.value for w in (*preprocess.weights, *classifier.weights)]
         self._features = features
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32, name="operating_threshold")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The preprocessing layer."""
+        return self._keras.preprocess
+
+    @property
+    def classifier(self) -> keras.Model:
+        """The trained dense part."""
+        return self._keras.classifier
 
     def predict_raw(self, raw: dict) -> dict:
         """Returns probability and predicted label for a dict of raw [batch] tensors."""

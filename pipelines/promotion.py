@@ -472,17 +472,17 @@ def _refuse(
         reason=reason,
     )
     if mv is not None:
-        _tag_version(
-            ctx,
-            version,
-            {
-                TAG_APPROVAL_STATUS: "refused",
-                "approval.refused_reason": reason[:5000],
-                "approval.refused_by": reviewer or "",
-                "approval.refused_at": record.time,
-                **_record_tags(record),
-            },
-        )
+        tags = {
+            "approval.refused_reason": reason[:5000],
+            "approval.refused_by": reviewer or "",
+            "approval.refused_at": record.time,
+            **_record_tags(record),
+        }
+        # A refused attempt on a version that was approved (or superseded, or restored) must not overwrite
+        # that status: the earlier decision stands; the refusal is on record in its own tags and the log.
+        if mv.tags.get(TAG_APPROVAL_STATUS) in (None, "refused"):
+            tags[TAG_APPROVAL_STATUS] = "refused"
+        _tag_version(ctx, version, tags)
     return error(f"{reason} (refusal recorded as log entry {record.seq})")
 
 

@@ -75,6 +75,20 @@ def test_raw_and_example_signatures_agree(exported):
     np.testing.assert_allclose(from_raw, from_examples, rtol=1e-6)
 
 
+def test_export_runs_in_a_tf1_session_as_tf_serving_runs_it(exported):
+    # TF Serving restores variables with the MetaGraph's saver and runs signature tensors by name; Keras 3
+    # variables tracked through a tf.Module once exported a graph that this path left uninitialized.
+    _, _, test_ex, _, loaded, export_dir = exported
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(export_dir))
+        signature = meta_graph.signature_def[EXAMPLES_SIGNATURE]
+        probability = session.run(
+            signature.outputs["probability"].name, {signature.inputs["examples"].name: test_ex[:20]}
+        )
+    expected = loaded.signatures[EXAMPLES_SIGNATURE](examples=tf.constant(test_ex[:20]))["probability"]
+    np.testing.assert_allclose(probability, expected.numpy(), rtol=1e-6)
+
+
 def test_classification_signature_scores_sum_to_one(exported):
     _, _, test_ex, _, loaded, _ = exported
     out = loaded.signatures[CLASSIFY_SIGNATURE](inputs=tf.constant(test_ex[:10]))

@@ -1,4 +1,4 @@
-"""`python -m bench.serving`: runs the serving benchmark and writes bench/serving/RESULTS.md."""
+"""`python -m bench.serving`: runs the serving benchmark and prints the "Serving" section of BENCHMARKS.md."""
 
 import sys
 

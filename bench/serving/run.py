@@ -8,8 +8,9 @@
 
 Each server is measured at batch 1 and 64 with 1 and 32 concurrent keep-alive clients, using wrk (Debian's
 `wrk`, a Lua script for the POST body) or, without wrk, a small asyncio load generator. Results, with ratios
-against the floor, are printed and written to bench/serving/RESULTS.md. The whole run takes about 3 minutes
-on 2 cores.
+against the floor, are printed as the "Serving" section of BENCHMARKS.md (the one place the figures are kept:
+replace that section with the printout), and also written to `--results PATH` if given. The whole run takes
+about 3 minutes on 2 cores.
 
 Usage: python -m bench.serving_bench [--duration 5] [--no-mlflow] [--results PATH]
 """
@@ -33,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 FEATURES = [
     f"{stat}_{kind}"
     for kind in ("mean", "se", "worst")
@@ -381,7 +381,7 @@ def environment() -> list[str]:
     versions = ", ".join(f"{p} {md.version(p)}" for p in ("tensorflow", "mlflow", "uvicorn", "orjson"))
     if shutil.which("wrk"):
         banner = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split()
-        tool = f"wrk {banner[1]}" if len(banner) > 1 else "wrk"
+        tool = f"wrk {banner[1]}, --timeout 10s" if len(banner) > 1 else "wrk, --timeout 10s"
     else:
         tool = "the built-in asyncio load generator"
     return [
@@ -394,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="Seconds per measurement.")
     parser.add_argument("--no-mlflow", action="store_true", help="Skip the MLflow peer.")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="Where to write the Markdown results.")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="Also write the Markdown section to this file."
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     started = time.monotonic()
@@ -450,25 +452,31 @@ def main(argv: list[str] | None = None) -> int:
             measured[system] = results
             server.stop()
         lines = table(floor, measured)
-        print("\n".join(lines))
         dx = measured["dxpipe serve"]
+        p50_gap = dx[(1, 1)]["p50_ms"] - floor[1]["p50_ms"]
+        dx_errors = sum(r["errors"] for r in dx.values())
         checks = [
-            f"- 32 clients, batch 1: dxpipe serve {dx[(1, 32)]['req_per_s']:.0f} req/s vs the floor's "
-            f"{floor[1]['req_per_s']:.0f} calls/s: {'met' if dx[(1, 32)]['req_per_s'] >= floor[1]['req_per_s'] else 'NOT met'} "
-            "(target: at least the floor)",
-            f"- 1 client, batch 1: dxpipe serve p50 {dx[(1, 1)]['p50_ms']:.3f} ms vs the floor's {floor[1]['p50_ms']:.3f} ms: "
-            f"{dx[(1, 1)]['p50_ms'] - floor[1]['p50_ms']:+.3f} ms, "
-            f"{'met' if dx[(1, 1)]['p50_ms'] - floor[1]['p50_ms'] <= 1.0 else 'NOT met'} (target: within 1 ms)",
+            "| target | measured | |",
+            "|---|---|---|",
+            "| batch 1, 1 client: dxpipe serve p50 within 1 ms of the floor's | "
+            f"{dx[(1, 1)]['p50_ms']:.3f} ms vs {floor[1]['p50_ms']:.3f} ms ({p50_gap:+.3f} ms) | "
+            f"{'met' if p50_gap <= 1.0 else 'NOT met'} |",
+            "| batch 1, 32 clients: dxpipe serve throughput at least the floor's batch-1 call rate | "
+            f"{dx[(1, 32)]['req_per_s']:.0f} req/s vs {floor[1]['req_per_s']:.0f} calls/s | "
+            f"{'met' if dx[(1, 32)]['req_per_s'] >= floor[1]['req_per_s'] else 'NOT met'} |",
+            "| no timeouts (the `errors` column counts them, with other socket errors and non-2xx answers) | "
+            f"{dx_errors} errors over all dxpipe serve cells | {'met' if dx_errors == 0 else 'NOT met'} |",
         ]
-        print("\n".join(checks))
-        startup_lines = [
-            f"- {name}: ready {seconds:.1f} s after launch" for name, seconds in startups.items()
-        ]
+        startups_text = "; ".join(f"{name} {seconds:.1f} s" for name, seconds in startups.items())
+        load_after = os.getloadavg()[0]
+        # The run itself loads the cores, so only the load before it says whether other work was running.
+        shared = ": other work shared the cores, so the figures are pessimistic" if load_before > 0.5 else ""
         report = [
-            "# Serving benchmark",
+            "## Serving (`python -m bench.serving_bench`)",
             "",
-            f"Measured by `python -m bench.serving_bench` ({time.strftime('%Y-%m-%d')}, {args.duration:g} s per cell, "
-            f"whole run {time.monotonic() - started:.0f} s).",
+            f"One run ({time.strftime('%Y-%m-%d')}, {args.duration:g} s per cell, whole run "
+            f"{time.monotonic() - started:.0f} s; 1-minute load average {load_before:.2f} before, {load_after:.2f} "
+            f"after{shared}). Replace this whole section with the output of a new run.",
             "",
             "One SavedModel: 30 float features (the WDBC shape) -> dense logistic model, "
             "written by `serving.contract.build_reference_model`. The floor is the restored `serving_default` "
@@ -477,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *lines,
             "",
-            "Targets:",
+            "Targets (issue 4, TF Serving REST API):",
             "",
             *checks,
             "",
@@ -487,21 +495,19 @@ def main(argv: list[str] | None = None) -> int:
             "call. At batch 64 the JSON work (parsing, converting and formatting 1,920 values a request) "
             "dominates. The MLflow peer pays for a DataFrame round trip and the TF2 function call per request.",
             "",
-            "Startup:",
-            "",
-            *startup_lines,
+            f"Startup, launch to ready: {startups_text}.",
             "",
             "Environment:",
             "",
             *environment(),
-            f"- 1-minute load average: {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after "
-            "(other work on the machine shares its 2 cores and skews the figures)",
             "- dxpipe serve: defaults (batching on, batch_timeout_micros 0, 2 model threads), JSON access log to a file",
             "- mlflow models serve: `--env-manager local -w 1`, the SavedModel as a pyfunc (`bench/serving/mlflow_model.py`)",
             "",
         ]
-        args.results.write_text("\n".join(report))
-        print(f"wrote {args.results}")
+        print("\n" + "\n".join(report))
+        if args.results is not None:
+            args.results.write_text("\n".join(report))
+            print(f"wrote {args.results}")
         return 0
     finally:
         for server in servers:

@@ -1,0 +1,467 @@
+"""`dxpipe serve` serving a SavedModel made by dxpipe's own model code, over real HTTP, on real WDBC rows.
+
+The other serving tests use small hand-written models (`serving_models.py`). This module trains the
+diagnostic model with `models.trainer.train` on the WDBC CSV, exports it as the Trainer does, puts it in a
+TF Serving base path (`<tmp>/wdbc/1/`) and checks every REST call against the same signature called
+in-process on held-out rows: what a client gets over HTTP must be what the model computes.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+
+from models.features import LABEL, features_from_schema, load_schema, parse_examples
+from models.network import CLASSIFY_SIGNATURE, EXAMPLES_SIGNATURE, RAW_SIGNATURE
+from models.trainer import train
+from pipelines.data import canonical_csv
+from serving import cli
+from serving.client import ServingClient
+from serving.config import single_model_config
+from serving.contract import contract_problems
+from serving.savedmodel import read_signatures
+from serving.server import ServerOptions, ServerThread
+from tests.helpers import rows_to_examples, split
+
+MODEL = "/v1/models/wdbc"
+# Few epochs keep the module fast; on WDBC's standardised features a logistic model is already good after
+# five (held-out AUC about 0.99), which the ranking test below relies on.
+EPOCHS = 5
+# The server computes in float32 and prints floats in shortest round-trip form, so its answers equal the
+# in-process float32 values up to rounding; batching may also sum a row's terms in another order.
+ATOL = 1e-6
+
+
+@dataclasses.dataclass
+class Trained:
+    """The exported model and the held-out rows it is checked on.
+
+    Attributes:
+        base_path: The TF Serving base path (`<tmp>/wdbc`).
+        version_dir: `<base_path>/1`, the SavedModel.
+        feature_names: The model's inputs, all numeric for WDBC.
+        header: The canonical CSV's header (features and `label`).
+        rows: Held-out rows as {feature: float}, without the label.
+        labels: Their 0/1 labels.
+        examples: The same rows as serialized tf.Examples.
+        probability: `serving_default` called in-process on `rows`.
+        predicted_label: Its `predicted_label` output.
+    """
+
+    base_path: Path
+    version_dir: Path
+    feature_names: list[str]
+    header: list[str]
+    rows: list[dict[str, float]]
+    labels: np.ndarray
+    examples: list[bytes]
+    probability: np.ndarray
+    predicted_label: np.ndarray
+
+    def csv_text(self) -> str:
+        """The held-out rows as canonical CSV, label column included."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.header)
+        for row, label in zip(self.rows, self.labels, strict=True):
+            writer.writerow([repr(row[name]) if name != LABEL else int(label) for name in self.header])
+        return out.getvalue()
+
+
+def _columns(rows: list[dict[str, float]], names: list[str]) -> dict[str, np.ndarray]:
+    return {name: np.array([row[name] for row in rows], dtype=np.float32) for name in names}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, default_cfg) -> Trained:
+    data = default_cfg.datasets["wdbc"]
+    schema_path = str(Path(data.schema_dir) / "schema.pbtxt")
+    features = features_from_schema(load_schema(schema_path))
+    names = [f.name for f in features]
+    assert all(f.numeric for f in features)  # the row conversions below assume WDBC's all-float inputs
+
+    header, *lines = canonical_csv(data).splitlines()
+    train_lines, held_out_lines = split(lines, 0.7)
+    train_examples = rows_to_examples("\n".join([header, *train_lines]), schema_path)
+    parsed = parse_examples(tf.constant(train_examples), features, with_label=True)
+    train_labels = parsed.pop(LABEL).numpy()
+    train_raw = {k: v.numpy() for k, v in parsed.items()}
+    # The training rows double as the early-stopping split: with this few epochs it never stops early, and
+    # the held-out rows stay unseen by every part of training.
+    cfg = dataclasses.replace(data.training, epochs=EPOCHS)
+    result = train(features, train_raw, train_labels, train_raw, train_labels, cfg)
+    base_path = tmp_path_factory.mktemp("pipeline_models") / "wdbc"
+    version_dir = base_path / "1"
+    result.model.save(str(version_dir))
+
+    held_out_text = "\n".join([header, *held_out_lines])
+    records = list(csv.DictReader(io.StringIO(held_out_text)))
+    rows = [{name: float(record[name]) for name in names} for record in records]
+    labels = np.array([int(record[LABEL]) for record in records])
+    loaded = tf.saved_model.load(str(version_dir))
+    expected = loaded.signatures[RAW_SIGNATURE](
+        **{k: tf.constant(v) for k, v in _columns(rows, names).items()}
+    )
+    return Trained(
+        base_path=base_path,
+        version_dir=version_dir,
+        feature_names=names,
+        header=header.split(","),
+        rows=rows,
+        labels=labels,
+        examples=rows_to_examples(held_out_text, schema_path),
+        probability=expected["probability"].numpy(),
+        predicted_label=expected["predicted_label"].numpy(),
+    )
+
+
+@pytest.fixture(scope="module")
+def served(trained) -> ServerThread:
+    options = ServerOptions(
+        models=(single_model_config("wdbc", str(trained.base_path)),),
+        port=0,
+        file_system_poll_seconds=0,
+        access_log="off",
+    )
+    running = ServerThread(options)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def http(served) -> requests.Session:
+    session = requests.Session()
+    yield session
+    session.close()
+
+
+def post(http: requests.Session, served: ServerThread, path: str, body: dict) -> requests.Response:
+    # json.dumps, not requests' json=: that one refuses NaN, which TF Serving reads as a missing value.
+    return http.post(served.url + path, data=json.dumps(body), timeout=30)
+
+
+def error_of(response: requests.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert list(body) == ["error"]
+    return body["error"]
+
+
+# ------------------------------------------------------------------------------------------------ the model
+
+
+def test_the_held_out_rows_are_a_real_check(trained):
+    # Guards the tests below: a constant or broken model would make "same as in-process" meaningless.
+    assert len(trained.rows) > 150
+    assert set(trained.labels) == {0, 1}
+    assert roc_auc_score(trained.labels, trained.probability) > 0.97
+    assert np.all((trained.probability >= 0) & (trained.probability <= 1))
+
+
+def test_the_export_meets_the_serving_contract(trained, served):
+    names = trained.feature_names
+    on_disk = read_signatures(str(trained.version_dir))
+    assert contract_problems(on_disk, names, []) == []
+    loaded = served.server.manager.lookup("wdbc", None, None).signatures
+    assert contract_problems(loaded, names, []) == []
+    # The check can fail: the same signatures against a contract with one feature fewer and one more.
+    problems = contract_problems(on_disk, names[1:], ["site"])
+    assert f"signature 'serving_default' has unexpected input {names[0]!r}" in problems
+    assert "signature 'serving_default' lacks input 'site'" in problems
+
+
+# ------------------------------------------------------------------------------------------------ status, metadata
+
+
+def test_status_is_available(http, served):
+    response = http.get(served.url + MODEL, timeout=30)
+    assert response.status_code == 200
+    assert response.json() == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+
+
+def _io(signature_def: dict, side: str) -> dict[str, tuple[str, list[str]]]:
+    return {
+        alias: (info["dtype"], [d["size"] for d in info["tensor_shape"]["dim"]])
+        for alias, info in signature_def[side].items()
+    }
+
+
+def test_metadata_lists_the_three_signatures(trained, http, served):
+    response = http.get(served.url + MODEL + "/metadata", timeout=30)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_spec"] == {"name": "wdbc", "signature_name": "", "version": "1"}
+    defs = body["metadata"]["signature_def"]["signature_def"]
+    # TF2 exports also carry the init op, which TF Serving lists too.
+    assert set(defs) == {RAW_SIGNATURE, EXAMPLES_SIGNATURE, CLASSIFY_SIGNATURE, "__saved_model_init_op"}
+    prediction = {"probability": ("DT_FLOAT", ["-1"]), "predicted_label": ("DT_INT64", ["-1"])}
+    assert _io(defs[RAW_SIGNATURE], "inputs") == {
+        name: ("DT_FLOAT", ["-1"]) for name in trained.feature_names
+    }
+    assert _io(defs[RAW_SIGNATURE], "outputs") == prediction
+    assert _io(defs[EXAMPLES_SIGNATURE], "inputs") == {"examples": ("DT_STRING", ["-1"])}
+    assert _io(defs[EXAMPLES_SIGNATURE], "outputs") == prediction
+    assert _io(defs[CLASSIFY_SIGNATURE], "inputs") == {"inputs": ("DT_STRING", ["-1"])}
+    assert _io(defs[CLASSIFY_SIGNATURE], "outputs") == {
+        "classes": ("DT_STRING", ["-1", "2"]),
+        "scores": ("DT_FLOAT", ["-1", "2"]),
+    }
+    for key in (RAW_SIGNATURE, EXAMPLES_SIGNATURE, CLASSIFY_SIGNATURE):
+        assert defs[key]["method_name"] == "tensorflow/serving/predict"
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+
+def test_predict_row_format_matches_in_process(trained, http, served):
+    response = post(http, served, MODEL + ":predict", {"instances": trained.rows})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == len(trained.rows)
+    assert all(set(p) == {"probability", "predicted_label"} for p in predictions)
+    probability = np.array([p["probability"] for p in predictions])
+    np.testing.assert_allclose(probability, trained.probability, rtol=0, atol=ATOL)
+    assert np.all((probability >= 0) & (probability <= 1))
+    np.testing.assert_array_equal([p["predicted_label"] for p in predictions], trained.predicted_label)
+    # The served model ranks the held-out malignant tumours above the benign ones.
+    assert roc_auc_score(trained.labels, probability) > 0.97
+
+
+def test_predict_columnar_format_matches_in_process(trained, http, served):
+    inputs = {name: [row[name] for row in trained.rows] for name in trained.feature_names}
+    response = post(http, served, MODEL + ":predict", {"inputs": inputs})
+    assert response.status_code == 200, response.text
+    outputs = response.json()["outputs"]
+    assert set(outputs) == {"probability", "predicted_label"}
+    probability = np.array(outputs["probability"])
+    np.testing.assert_allclose(probability, trained.probability, rtol=0, atol=ATOL)
+    assert np.all((probability >= 0) & (probability <= 1))
+    np.testing.assert_array_equal(outputs["predicted_label"], trained.predicted_label)
+
+
+def test_predict_from_serialized_examples(trained, http, served):
+    instances = [{"b64": base64.b64encode(e).decode("ascii")} for e in trained.examples]
+    body = {"signature_name": EXAMPLES_SIGNATURE, "instances": instances}
+    response = post(http, served, MODEL + ":predict", body)
+    assert response.status_code == 200, response.text
+    probability = [p["probability"] for p in response.json()["predictions"]]
+    # tf.Examples store float32, the rows' decimal text rounds to the same float32: the same answers.
+    np.testing.assert_allclose(probability, trained.probability, rtol=0, atol=ATOL)
+
+
+def test_concurrent_single_rows_are_batched_without_mixing_answers(trained, served):
+    rows = trained.rows[:24]
+
+    def one(index: int) -> float:
+        response = requests.post(
+            served.url + MODEL + ":predict", json={"instances": [rows[index]]}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]["probability"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        probability = list(pool.map(one, range(len(rows))))
+    np.testing.assert_allclose(probability, trained.probability[: len(rows)], rtol=0, atol=ATOL)
+
+
+def test_a_missing_measurement_sent_as_nan_is_imputed(trained, http, served):
+    rows = [dict(row) for row in trained.rows[:3]]
+    rows[0]["mean_radius"] = float("nan")  # sent as the bare NaN token
+    response = post(http, served, MODEL + ":predict", {"instances": rows})
+    assert response.status_code == 200, response.text
+    probability = [p["probability"] for p in response.json()["predictions"]]
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    columns = _columns(rows, trained.feature_names)
+    expected = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in columns.items()})
+    np.testing.assert_allclose(probability, expected["probability"].numpy(), rtol=0, atol=ATOL)
+    assert np.all(np.isfinite(probability))
+    # The imputed row is scored differently from the complete one, so the NaN really reached the model.
+    assert abs(probability[0] - trained.probability[0]) > ATOL
+
+
+# ------------------------------------------------------------------------------------------------ classify
+
+
+def test_classify_tf_example_json(trained, http, served):
+    body = {"signature_name": CLASSIFY_SIGNATURE, "examples": trained.rows}
+    response = post(http, served, MODEL + ":classify", body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == len(trained.rows)
+    assert all([label for label, _ in result] == ["0", "1"] for result in results)
+    scores = np.array([[score for _, score in result] for result in results])
+    np.testing.assert_allclose(scores[:, 1], trained.probability, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=0, atol=ATOL)
+    in_process = tf.saved_model.load(str(trained.version_dir)).signatures[CLASSIFY_SIGNATURE](
+        inputs=tf.constant(trained.examples)
+    )
+    np.testing.assert_allclose(scores, in_process["scores"].numpy(), rtol=0, atol=ATOL)
+
+
+def test_classify_context_features_are_shared_by_every_example(trained, http, served):
+    rows = trained.rows[:4]
+    shared = {"mean_radius": rows[0]["mean_radius"]}
+    examples = [{k: v for k, v in row.items() if k != "mean_radius"} for row in rows]
+    body = {"signature_name": CLASSIFY_SIGNATURE, "context": shared, "examples": examples}
+    response = post(http, served, MODEL + ":classify", body)
+    assert response.status_code == 200, response.text
+    scores = [result[1][1] for result in response.json()["results"]]
+    with_shared = [{**row, **shared} for row in rows]
+    predicted = post(http, served, MODEL + ":predict", {"instances": with_shared}).json()["predictions"]
+    np.testing.assert_allclose(scores, [p["probability"] for p in predicted], rtol=0, atol=ATOL)
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def _without(row: dict, name: str) -> dict:
+    return {k: v for k, v in row.items() if k != name}
+
+
+def _error_cases():
+    # Each: (verb and path suffix, body from a real row, HTTP status, fragments the error must contain).
+    return [
+        pytest.param(
+            ":predict",
+            lambda row: {"instances": [_without(row, "worst_area")]},
+            400,
+            ["Failed to process element: 0 of 'instances' list", "keys must be equal to:", "worst_area"],
+            id="row-missing-feature",
+        ),
+        pytest.param(
+            ":predict",
+            lambda row: {"inputs": {k: [v] for k, v in _without(row, "worst_area").items()}},
+            400,
+            ["Missing named input: worst_area in 'inputs' object."],
+            id="columnar-missing-feature",
+        ),
+        pytest.param(
+            ":predict",
+            lambda row: {"instances": [{**row, "mean_radius": "17.99"}]},
+            400,
+            ["key: mean_radius", "Type: String is not of expected type: float"],
+            id="row-string-for-float",
+        ),
+        pytest.param(
+            ":predict",
+            lambda row: {"instances": [{**row, "mean_radius": [row["mean_radius"], 1.0]}]},
+            400,
+            ["Cannot feed value of shape (1, 2)", "mean_radius"],
+            id="row-list-for-scalar",
+        ),
+        pytest.param(
+            ":predict",
+            lambda row: {"inputs": {**{k: [v] for k, v in row.items()}, "mean_radius": [1.0, 2.0]}},
+            400,
+            ["Shapes of all inputs must match"],
+            id="columnar-ragged-batch-fails-in-the-model",
+        ),
+        pytest.param(
+            ":classify",
+            # JSON 1 is an int64 feature where the schema says float: the model's parser refuses it.
+            lambda row: {"signature_name": CLASSIFY_SIGNATURE, "examples": [{**row, "mean_area": 1001}]},
+            400,
+            ["mean_area", "Data types don't match"],
+            id="classify-int-for-float",
+        ),
+        pytest.param(
+            ":predict",
+            lambda row: {"signature_name": "nope", "instances": [row]},
+            400,
+            ['Serving signature name: "nope" not found in signature def'],
+            id="predict-unknown-signature",
+        ),
+        pytest.param(
+            ":classify",
+            lambda row: {"signature_name": "nope", "examples": [row]},
+            400,
+            ["No signature was found with the name: nope"],
+            id="classify-unknown-signature",
+        ),
+        pytest.param(
+            ":classify",
+            # Without signature_name :classify uses serving_default, which takes 30 named inputs.
+            lambda row: {"examples": [row]},
+            400,
+            ["Expected one input Tensor."],
+            id="classify-default-signature-is-not-a-classifier",
+        ),
+        pytest.param(
+            ":regress",
+            lambda row: {"signature_name": CLASSIFY_SIGNATURE, "examples": [row]},
+            400,
+            ["Expected one output Tensor."],
+            id="regress-on-the-classifier",
+        ),
+        pytest.param(
+            "/versions/2:predict",
+            lambda row: {"instances": [row]},
+            404,
+            ["Servable not found for request: Specific(wdbc, 2)"],
+            id="unknown-version",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("suffix", "make_body", "status", "fragments"), _error_cases())
+def test_errors_name_the_problem(trained, http, served, suffix, make_body, status, fragments):
+    message = error_of(post(http, served, MODEL + suffix, make_body(trained.rows[0])), status)
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_the_server_still_answers_after_the_errors(trained, http, served):
+    # Model-side failures (INVALID_ARGUMENT from a kernel) must not poison the version's session.
+    response = post(http, served, MODEL + ":predict", {"instances": trained.rows[:5]})
+    assert response.status_code == 200
+    probability = [p["probability"] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(probability, trained.probability[:5], rtol=0, atol=ATOL)
+
+
+# ------------------------------------------------------------------------------------------------ client, CLI
+
+
+def test_serving_client_matches_in_process(trained, served):
+    client = ServingClient(served.url)
+    assert client.wait_until_available("wdbc", timeout=5) == 1
+    assert set(client.signature_defs("wdbc")) >= {RAW_SIGNATURE, EXAMPLES_SIGNATURE, CLASSIFY_SIGNATURE}
+    rows = trained.rows[:40]
+    expected = trained.probability[:40]
+    predictions = client.predict("wdbc", rows)
+    np.testing.assert_allclose([p["probability"] for p in predictions], expected, rtol=0, atol=ATOL)
+    # numpy columns are accepted as they are (the client turns them into JSON lists).
+    outputs = client.predict("wdbc", inputs=_columns(rows, trained.feature_names))
+    np.testing.assert_allclose(outputs["probability"], expected, rtol=0, atol=ATOL)
+    results = client.classify("wdbc", rows, signature_name=CLASSIFY_SIGNATURE)
+    np.testing.assert_allclose([r[1][1] for r in results], expected, rtol=0, atol=ATOL)
+
+
+def test_dxpipe_predict_with_a_csv_of_real_rows(trained, served, tmp_path, capsys):
+    path = tmp_path / "held_out.csv"
+    path.write_text(trained.csv_text())  # canonical CSV, `label` included: extra columns are ignored
+    # A batch size that does not divide the row count: several requests and a short last one.
+    code = cli.main(["predict", "wdbc", "--csv", str(path), "--server", served.url, "--batch_size", "50"])
+    captured = capsys.readouterr()
+    assert (code, captured.err) == (0, "")
+    predictions = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(predictions) == len(trained.rows)
+    np.testing.assert_allclose(
+        [p["probability"] for p in predictions], trained.probability, rtol=0, atol=ATOL
+    )
+    np.testing.assert_array_equal([p["predicted_label"] for p in predictions], trained.predicted_label)
