@@ -67,6 +67,13 @@ def _print_summary(cfg, result, wall: float) -> None:
     print(f"\nMLflow run {result.mlflow_run_id} at {result.tracking_uri}")
     if version is None:
         return
+    aliases = ", ".join(version.aliases) or "no alias"
+    if version.reused:
+        print(
+            f"Registry: the same model as '{version.name}' version {version.version} ({aliases}); "
+            "no new version registered."
+        )
+        return
     if version.passed:
         print(f"Registry: '{version.name}' version {version.version} passed the gate -> alias candidate")
         print(

@@ -122,6 +122,8 @@ class RegisteredVersion:
         aliases: Aliases the version got (("candidate",) or ()).
         digest: Content digest of its SavedModel.
         compared_with: What non-inferiority compared against.
+        reused: True when this run's model is an existing version (a cached re-run): nothing new was
+            registered.
     """
 
     name: str
@@ -131,6 +133,7 @@ class RegisteredVersion:
     aliases: tuple[str, ...]
     digest: str
     compared_with: str
+    reused: bool = False
 
     @property
     def passed(self) -> bool:
@@ -373,13 +376,21 @@ def register_in_session(
         verdict = dataclasses.replace(verdict, notes=tuple(notes) + verdict.notes)
 
         # A cached re-run hands over the same SavedModel: gated under the same policy against the same
-        # champion, it is the same registry version, not a new one.
+        # champion, it is the same registry version, not a new one. The champion itself re-run after its
+        # approval is the champion, not a new candidate for reviewers to approve a second time.
         same = _identical_version(client, model_name, digest, gate_policy.digest(), compared_with)
+        if same is None and champion is not None:
+            current = get_version(client, model_name, champion)
+            if (
+                current.tags.get(TAG_DIGEST) == digest
+                and current.tags.get(TAG_GATE_POLICY) == gate_policy.digest()
+            ):
+                same = current
         if same is not None:
             session.set_tags(
                 {"registry.model": model_name, "registry.version": same.version, "registry.reused": "true"}
             )
-            return _registered_from_tags(same)
+            return dataclasses.replace(_registered_from_tags(same), reused=True)
 
         with session.timed("model_upload"):
             client.log_artifacts(session.run_id, saved_model, MODEL_ARTIFACT_PATH)

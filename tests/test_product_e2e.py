@@ -121,6 +121,15 @@ def test_second_person_approves_into_production(first, capsys, workdir, client):
     assert log[-1]["metrics"]["auc"] >= 0.99
 
 
+def test_rerun_of_the_champion_registers_nothing_new(first, capsys, workdir, client, tmp_path):
+    config = _write_config(tmp_path / "same.yaml", workdir)
+    code, out, _ = _dxpipe(capsys, "run", "--config", str(config))
+    assert code == 0, out
+    assert "the same model as 'wdbc' version 1 (candidate, champion)" in out, out
+    assert [str(v.version) for v in client.search_model_versions("name='wdbc'")] == ["1"]
+    assert list_versions(workdir / "serving" / "wdbc") == [1]
+
+
 def test_useless_model_fails_the_gate_against_the_champion(first, capsys, workdir, client, tmp_path):
     if client.get_model_version("wdbc", "1").aliases != ["candidate", "champion"]:
         pytest.fail("needs the approval test's champion (run the module in order)")
