@@ -203,8 +203,8 @@ def _inner(variant: str, dataset: str, workdir: str, transform_defaults: bool) -
             metadata_connection_config=metadata.sqlite_metadata_connection_config(str(paths.metadata)),
             transform_defaults=transform_defaults,
         )
-        # The same launch timer run_pipeline uses, so both variants are measured the same way.
-        with local_runner._timed_launches(emit) as timings:
+        # The same launch timer and Beam set-up run_pipeline uses, so both variants are measured the same way.
+        with local_runner._timed_launches(emit) as timings, local_runner._no_tfx_sdist_for_direct_runner(cfg):
             LocalDagRunner().run(pipeline)
     runner_s = time.perf_counter() - start
 
