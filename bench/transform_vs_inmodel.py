@@ -171,8 +171,8 @@ def create_transform_pipeline(
 def _inner(variant: str, dataset: str, workdir: str, transform_defaults: bool) -> None:
     """Runs one variant cold in this process and prints its measurements as one JSON line."""
     t0 = time.perf_counter()
+    from pipelines import beam_patches, local_runner
     from pipelines import data as data_lib
-    from pipelines import local_runner
     from pipelines.config import load_config
     from pipelines.mlflow_mlmd import collect_outputs
 
@@ -204,7 +204,12 @@ def _inner(variant: str, dataset: str, workdir: str, transform_defaults: bool) -
             transform_defaults=transform_defaults,
         )
         # The same launch timer and Beam set-up run_pipeline uses, so both variants are measured the same way.
-        with local_runner._timed_launches(emit) as timings, local_runner._no_tfx_sdist_for_direct_runner(cfg):
+        with (
+            local_runner._timed_launches(emit) as timings,
+            beam_patches.no_tfx_sdist_for_direct_runner(cfg.beam.runner),
+            beam_patches.memoized_dofn_introspection(),
+            beam_patches.cached_option_views(),
+        ):
             LocalDagRunner().run(pipeline)
     runner_s = time.perf_counter() - start
 

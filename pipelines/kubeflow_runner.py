@@ -72,6 +72,7 @@ def compile_pipeline(cfg: Config, output: str | Path, target: KubeflowTarget = K
         source_name=f"{target.data_root}/{cfg.dataset}/data.csv",
         # The in-cluster Beam workers are the pods themselves: keep the direct runner, in memory.
         beam_pipeline_args=cfg.beam.args(),
+        builtin_resolver_only=True,
     )
     job_file = output.with_suffix(".json")
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(

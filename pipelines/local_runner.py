@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipelines import beam_patches
 from pipelines import data as data_lib
 from pipelines.config import Config
 from pipelines.errors import DataGateError, DxpipeError
@@ -83,28 +84,6 @@ def _timed_launches(emit_line: Callable[[str], None]):
         launcher.Launcher.launch = original
 
 
-@contextlib.contextmanager
-def _no_tfx_sdist_for_direct_runner(cfg: Config):
-    """Stops TFX from packaging itself for remote Beam workers when there are none.
-
-    Every TFX Beam executor builds a TFX sdist to pass as `--extra_package` unless a dependency flag is
-    set (tfx/utils/dependency_utils.py): ~1.5 s per Beam component, three per run. DirectRunner workers are
-    this process (or forks of it) and never install packages, so the sdist is built for nobody. Any other
-    runner keeps TFX's behaviour.
-    """
-    if cfg.beam.runner != "DirectRunner":
-        yield
-        return
-    from tfx.utils import dependency_utils
-
-    original = dependency_utils.make_beam_dependency_flags
-    dependency_utils.make_beam_dependency_flags = list
-    try:
-        yield
-    finally:
-        dependency_utils.make_beam_dependency_flags = original
-
-
 def quiet_logs(verbose: bool) -> None:
     """Silences absl/TF/Beam chatter unless verbose; progress lines are printed either way."""
     if verbose:
@@ -165,7 +144,12 @@ def run_pipeline(
     paths = Paths.for_config(cfg)
     paths.workdir.mkdir(parents=True, exist_ok=True)
     pipeline, digest = build(cfg, paths, enable_cache, baseline_model_uri)
-    with _timed_launches(emit) as timings, _no_tfx_sdist_for_direct_runner(cfg):
+    with (
+        _timed_launches(emit) as timings,
+        beam_patches.no_tfx_sdist_for_direct_runner(cfg.beam.runner),
+        beam_patches.memoized_dofn_introspection(),
+        beam_patches.cached_option_views(),
+    ):
         LocalDagRunner().run(pipeline)
     return timings, digest
 

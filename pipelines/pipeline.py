@@ -5,7 +5,8 @@ ExampleGen -> StatisticsGen -> ImportSchemaGen (curated) -> ExampleValidator -> 
 
 The baseline is the registry's champion when the runner knows it (an Importer of its Model artifact, so
 non-inferiority is judged against what production serves, re-scored on this test split), else the latest
-blessed model (a Resolver, which is also what a compiled Kubeflow pipeline uses).
+blessed model, and never the candidate itself (components/baseline), so a re-run hits the Evaluator's
+cache. A compiled Kubeflow pipeline uses TFX's LatestBlessedModelStrategy, the resolver KFP v2 accepts.
 Components talk only through TFX artifacts and parameters, so the same definition compiles to KFP.
 """
 
@@ -27,6 +28,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import Channel, standard_artifacts
 
 import models
+from components.baseline.strategy import BaselineStrategy
 from components.data_gate.component import DataGate
 from components.serving_pusher.component import ServingPusher
 from models.network import EXAMPLES_SIGNATURE, PROBABILITY
@@ -108,6 +110,29 @@ def eval_config(
     )
 
 
+def _baseline(trainer, champion_uri: str | None, builtin_resolver_only: bool):
+    """Returns (nodes to add, the Evaluator's baseline_model channel)."""
+    every_model = Channel(type=standard_artifacts.Model)
+    every_blessing = Channel(type=standard_artifacts.ModelBlessing)
+    if builtin_resolver_only:
+        resolver = Resolver(
+            strategy_class=LatestBlessedModelStrategy, model=every_model, model_blessing=every_blessing
+        ).with_id("latest_blessed_model_resolver")
+        return [resolver], resolver.outputs["model"]
+    nodes = []
+    channels = {"candidate": trainer.outputs["model"], "model": every_model, "model_blessing": every_blessing}
+    if champion_uri:
+        # reimport=False: the champion keeps one artifact id, so the Evaluator's inputs (and cache key)
+        # stay the same from run to run while the champion does.
+        champion = Importer(
+            source_uri=champion_uri, artifact_type=standard_artifacts.Model, reimport=False
+        ).with_id("champion_model_importer")
+        nodes.append(champion)
+        channels["champion"] = champion.outputs["result"]
+    resolver = Resolver(strategy_class=BaselineStrategy, **channels).with_id("baseline_resolver")
+    return [*nodes, resolver], resolver.outputs["model"]
+
+
 def create_pipeline(
     cfg: Config,
     *,
@@ -118,6 +143,7 @@ def create_pipeline(
     beam_pipeline_args: list[str] | None = None,
     enable_cache: bool = True,
     baseline_model_uri: str | None = None,
+    builtin_resolver_only: bool = False,
 ) -> tfx_pipeline.Pipeline:
     """Builds the dxpipe pipeline for the selected dataset.
 
@@ -131,6 +157,9 @@ def create_pipeline(
         enable_cache: Reuse outputs of executions whose inputs and parameters are unchanged.
         baseline_model_uri: URI of the Model artifact to compare against (the registry's champion);
             None resolves the latest blessed model instead.
+        builtin_resolver_only: Resolve the baseline with TFX's LatestBlessedModelStrategy, the only
+            model resolver Kubeflow's v2 compiler accepts. It can return the candidate itself, so a
+            cached re-run re-evaluates once against its own model; local runs use BaselineStrategy.
 
     Returns:
         The TFX pipeline.
@@ -164,18 +193,7 @@ def create_pipeline(
     )
     # Nothing is trained on data the gate rejected.
     trainer.add_upstream_node(data_gate)
-    if baseline_model_uri:
-        baseline = Importer(
-            source_uri=baseline_model_uri, artifact_type=standard_artifacts.Model, reimport=False
-        ).with_id("champion_model_importer")
-        baseline_model = baseline.outputs["result"]
-    else:
-        baseline = Resolver(
-            strategy_class=LatestBlessedModelStrategy,
-            model=Channel(type=standard_artifacts.Model),
-            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver")
-        baseline_model = baseline.outputs["model"]
+    baseline_nodes, baseline_model = _baseline(trainer, baseline_model_uri, builtin_resolver_only)
     evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -190,7 +208,7 @@ def create_pipeline(
         example_validator,
         data_gate,
         trainer,
-        baseline,
+        *baseline_nodes,
         evaluator,
     ]
     with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):

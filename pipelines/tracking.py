@@ -558,6 +558,7 @@ def pipeline_run(
             cfg, experiment, who, session=open_session(cfg, experiment, params, tags or {}, who, run_name)
         )
     run.timings["open"] = time.perf_counter() - entered
+    run_ended_cleanly = False
     try:
         try:
             with _sigterm_as_exit():
@@ -582,6 +583,7 @@ def pipeline_run(
                 ) from exc
             raise
         delivered, run.worker_timings = run.call("close", "ending the run", end_session, "FINISHED", {})
+        run_ended_cleanly = delivered
         if not delivered:
             raise TrackingError(
                 f"MLflow at {cfg.tracking_uri} is unreachable while ending run {run.run_id}: the pipeline "
@@ -590,7 +592,9 @@ def pipeline_run(
             )
     finally:
         if worker is not None:
-            worker.close()
+            # A run ended FINISHED needs nothing more from the child: let its exit overlap with what the
+            # caller does next. After a failure, wait, so the run is marked FAILED before we return.
+            worker.close(wait=not run_ended_cleanly)
         elif run._session is not None:
             run.worker_timings = dict(run._session.timings)
 

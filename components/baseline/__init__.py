@@ -1,0 +1,1 @@
+"""Chooses the model a candidate is compared against (the Evaluator's baseline)."""
