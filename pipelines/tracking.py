@@ -540,7 +540,7 @@ def pipeline_run(
     if cfg.worker_process:
         from pipelines.mlflow_worker import Worker
 
-        worker = Worker.start()
+        worker = Worker.acquire()
         opening = worker.submit(
             f"opening a run in experiment '{experiment}'",
             open_session,
@@ -592,9 +592,11 @@ def pipeline_run(
             )
     finally:
         if worker is not None:
-            # A run ended FINISHED needs nothing more from the child: let its exit overlap with what the
-            # caller does next. After a failure, wait, so the run is marked FAILED before we return.
-            worker.close(wait=not run_ended_cleanly)
+            if run_ended_cleanly:
+                worker.release()  # serves the next run in this process, if there is one
+            else:
+                # Wait: after a failure the child may still have to mark the run FAILED itself.
+                worker.close()
         elif run._session is not None:
             run.worker_timings = dict(run._session.timings)
 

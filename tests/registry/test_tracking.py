@@ -211,6 +211,43 @@ def test_worker_process_logs_and_registers_like_in_process(cfg, fixtures):
     assert run.timings["open"] < 1.0
 
 
+def test_a_clean_run_leaves_its_worker_to_the_next_run_in_the_process(cfg, monkeypatch):
+    from pipelines.mlflow_worker import Worker
+
+    worker_cfg = dataclasses.replace(cfg, worker_process=True)
+    ids, pids = [], []
+    for params in ({"a": 1}, {"a": 2}):
+        with tracking.pipeline_run(worker_cfg, "dxpipe-wdbc", params) as run:
+            ids.append(run.run_id)
+            pids.append(run._worker._process.pid)
+    assert pids[0] == pids[1] and ids[0] != ids[1]
+    runs = [client(cfg).get_run(i) for i in ids]
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert [r.data.params["a"] for r in runs] == ["1", "2"]
+    # A changed environment (MLflow reads credentials there) gets a fresh child.
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "rotated")
+    with tracking.pipeline_run(worker_cfg, "dxpipe-wdbc", {}) as run:
+        fresh = run._worker._process
+    assert fresh.pid != pids[0]
+    # So does a dead one.
+    fresh.kill()
+    fresh.wait()
+    with tracking.pipeline_run(worker_cfg, "dxpipe-wdbc", {}) as run:
+        assert run._worker._process.pid != fresh.pid
+    assert client(cfg).get_run(run.run_id).info.status == "FINISHED"
+    Worker._idle.close()
+
+
+def test_a_failed_run_does_not_leave_its_worker_behind(cfg):
+    from pipelines.mlflow_worker import Worker
+
+    worker_cfg = dataclasses.replace(cfg, worker_process=True)
+    with pytest.raises(RuntimeError), tracking.pipeline_run(worker_cfg, "dxpipe-wdbc", {}) as run:
+        raise RuntimeError("Trainer exploded")
+    assert run._worker._process.poll() is not None
+    assert Worker._idle is not run._worker
+
+
 @pytest.mark.parametrize(
     "exc_type", [RuntimeError, KeyboardInterrupt], ids=["exception", "keyboard-interrupt"]
 )
