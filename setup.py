@@ -15,5 +15,5 @@ setup(
     # Non-Python files read at run time: the packaged config, and the Kubernetes manifests that
     # serving.deploy loads (and its tests check) from serving/k8s/.
     package_data={"pipelines": ["configs/*.yaml"], "serving": ["k8s/*.yaml"]},
-    entry_points={"console_scripts": ["dxpipe=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["dxpipe=pipelines.cli:console_main"]},
 )

@@ -154,6 +154,15 @@ def run_pipeline(
     return timings, digest
 
 
+def describe_baseline(baseline_uri: str | None, champion_uri: str | None) -> str:
+    """Names what the Evaluator compared the candidate with, for the run's summary."""
+    if baseline_uri is None:
+        return "no baseline (no other blessed model yet)"
+    if champion_uri and Path(baseline_uri) == Path(champion_uri):
+        return "the registry's champion"
+    return f"the latest blessed model ({baseline_uri})"
+
+
 @dataclasses.dataclass
 class TrackedResult:
     """What one tracked local run produced.
@@ -206,7 +215,6 @@ def run_tracked(
         if champion_uri and not Path(champion_uri).is_dir():
             emit(f"  (champion's model {champion_uri} is gone; comparing with the latest blessed model)")
             champion_uri = None
-        baseline = "the registry's champion" if champion_uri else "the latest blessed model"
         try:
             timings, _ = run_pipeline(
                 cfg, enable_cache=enable_cache, emit=emit, baseline_model_uri=champion_uri
@@ -228,7 +236,7 @@ def run_tracked(
             mlflow_run_id=run.run_id,
             tracking_uri=run.config.tracking_uri or "",
             tracking_overhead_s=0.0,
-            baseline=baseline,
+            baseline=describe_baseline(outputs.baseline_model_uri, champion_uri),
         )
     result.tracking_overhead_s = run.overhead_s
     return result

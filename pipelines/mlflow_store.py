@@ -176,6 +176,11 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def forget_env_settings() -> None:
+    """Forgets which MLflow environment settings `client_for` made (the environment was replaced)."""
+    _ENV_SET_BY_US.clear()
+
+
 def client_for(cfg: TrackingConfig) -> MlflowClient:
     """Returns an MlflowClient bound to a resolved config's URIs (no global `mlflow.set_tracking_uri`).
 

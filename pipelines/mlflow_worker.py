@@ -68,9 +68,8 @@ class Worker:
     # A child whose run ended cleanly, kept for the next run in this process (see `release`).
     _idle: Worker | None = None
 
-    def __init__(self, process: subprocess.Popen, environ: dict[str, str] | None = None) -> None:
+    def __init__(self, process: subprocess.Popen) -> None:
         self._process = process
-        self._environ = environ
         self._ids = itertools.count(1)
         self._answers: dict[int, tuple[str, Any]] = {}
 
@@ -78,8 +77,7 @@ class Worker:
     def start(cls) -> Worker:
         """Starts the child (returns at once; the child imports MLflow on its own time)."""
         root = str(Path(__file__).resolve().parents[1])
-        environ = dict(os.environ)
-        env = dict(environ)
+        env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         process = subprocess.Popen(
             [sys.executable, "-m", "pipelines.mlflow_worker"],
@@ -88,7 +86,7 @@ class Worker:
             env=env,
             close_fds=True,
         )
-        return cls(process, environ)
+        return cls(process)
 
     @classmethod
     def acquire(cls) -> Worker:
@@ -96,14 +94,16 @@ class Worker:
 
         Re-use saves the child's start (~3 s of importing MLflow) when one process runs the pipeline
         again (a notebook, the test suite, the benchmark), which has no TFX import left to hide it
-        behind. A child serves only if it is alive and the environment it was started with (MLflow
-        reads credentials and settings from there) is still this process's environment.
+        behind. A re-used child first takes this process's current environment, where MLflow reads
+        credentials and settings, exactly as a new child would inherit it.
         """
         idle, cls._idle = cls._idle, None
         if idle is not None:
-            if idle._process.poll() is None and idle._environ == dict(os.environ):
+            if idle._process.poll() is None:
                 idle._answers.clear()
-                return idle
+                with contextlib.suppress(Exception):  # any trouble: a new child instead
+                    idle.call("passing the environment on", replace_environ, dict(os.environ))
+                    return idle
             idle.close(wait=False)
         return cls.start()
 
@@ -177,6 +177,16 @@ class Worker:
         )
 
 
+def replace_environ(environ: dict[str, str]) -> None:
+    """Runs in the child: makes its environment the parent's (a re-used child, see `Worker.acquire`)."""
+    from pipelines import mlflow_store
+
+    os.environ.clear()
+    os.environ.update(environ)
+    # The MLflow settings dxpipe derives from the config are derived again for the next session.
+    mlflow_store.forget_env_settings()
+
+
 def _picklable(exc: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(exc))
@@ -187,7 +197,7 @@ def _picklable(exc: BaseException) -> BaseException:
 
 def main() -> int:
     """The child's loop: run requests until the parent closes the pipe."""
-    from pipelines import tracking
+    from pipelines import mlflow_worker, tracking  # this file runs as __main__: compare with the module's
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -205,6 +215,8 @@ def main() -> int:
             if fn is tracking.open_session:
                 session = fn(*args, **kwargs)
                 value: Any = tracking.describe(session)
+            elif fn is mlflow_worker.replace_environ:
+                value = fn(*args, **kwargs)
             else:
                 value = fn(session, *args, **kwargs)
             answer = (request_id, "ok", value)

@@ -1,15 +1,18 @@
-"""Test helpers: turn canonical CSV rows into tf.Examples the way CsvExampleGen does."""
+"""Test helpers: CSV rows as tf.Examples the way CsvExampleGen makes them, and config files for the CLI."""
 
 from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+import yaml
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models.features import load_schema
+from pipelines.config import DEFAULT_CONFIG, PROJECT_ROOT
 
 
 def rows_to_examples(text: str, schema_path: str) -> list[bytes]:
@@ -36,3 +39,16 @@ def split(values, fraction: float, seed: int = 0):
     order = np.random.default_rng(seed).permutation(len(values))
     cut = int(len(values) * fraction)
     return [values[i] for i in order[:cut]], [values[i] for i in order[cut:]]
+
+
+def write_config(path: Path, workdir: Path, **wdbc_changes) -> Path:
+    """The packaged config with absolute schema paths, a workdir and changes to the wdbc entry."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["workdir"] = str(workdir)
+    for entry in raw["datasets"].values():
+        entry["schema_dir"] = str(PROJECT_ROOT / entry["schema_dir"])
+    for section, values in wdbc_changes.items():
+        current = raw["datasets"]["wdbc"].get(section)
+        raw["datasets"]["wdbc"][section] = {**current, **values} if isinstance(current, dict) else values
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -17,26 +17,12 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-import yaml
 
 from components.serving_pusher.core import list_versions
 from pipelines.cli import main
-from pipelines.config import DEFAULT_CONFIG, PROJECT_ROOT
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.slow
-
-
-def _write_config(path: Path, workdir: Path, **wdbc_changes) -> Path:
-    """The packaged config with absolute schema paths, a workdir and changes to the wdbc entry."""
-    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["workdir"] = str(workdir)
-    for entry in raw["datasets"].values():
-        entry["schema_dir"] = str(PROJECT_ROOT / entry["schema_dir"])
-    for section, values in wdbc_changes.items():
-        current = raw["datasets"]["wdbc"].get(section)
-        raw["datasets"]["wdbc"][section] = {**current, **values} if isinstance(current, dict) else values
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def _dxpipe(capsys, *argv: str) -> tuple[int, str, str]:
@@ -61,7 +47,7 @@ def client(workdir):
 @pytest.fixture(scope="module")
 def first(workdir, tmp_path_factory):
     """`dxpipe run` on the default config; returns its stdout."""
-    config = _write_config(tmp_path_factory.mktemp("cfg") / "good.yaml", workdir)
+    config = write_config(tmp_path_factory.mktemp("cfg") / "good.yaml", workdir)
     # A module-scoped fixture cannot use capsys; capture by hand.
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -122,10 +108,13 @@ def test_second_person_approves_into_production(first, capsys, workdir, client):
 
 
 def test_rerun_of_the_champion_registers_nothing_new(first, capsys, workdir, client, tmp_path):
-    config = _write_config(tmp_path / "same.yaml", workdir)
+    config = write_config(tmp_path / "same.yaml", workdir)
     code, out, _ = _dxpipe(capsys, "run", "--config", str(config))
     assert code == 0, out
     assert "the same model as 'wdbc' version 1 (candidate, champion)" in out, out
+    # The champion is this run's candidate, so it is not its own baseline: nothing is re-evaluated.
+    cached = next(line for line in out.splitlines() if line.strip().startswith("cached:"))
+    assert "Evaluator" in cached and "ServingPusher" in cached and "Trainer" in cached, cached
     assert [str(v.version) for v in client.search_model_versions("name='wdbc'")] == ["1"]
     assert list_versions(workdir / "serving" / "wdbc") == [1]
 
@@ -133,7 +122,7 @@ def test_rerun_of_the_champion_registers_nothing_new(first, capsys, workdir, cli
 def test_useless_model_fails_the_gate_against_the_champion(first, capsys, workdir, client, tmp_path):
     if client.get_model_version("wdbc", "1").aliases != ["candidate", "champion"]:
         pytest.fail("needs the approval test's champion (run the module in order)")
-    config = _write_config(tmp_path / "bad.yaml", workdir, training={"shuffle_labels": True})
+    config = write_config(tmp_path / "bad.yaml", workdir, training={"shuffle_labels": True})
     code, out, _ = _dxpipe(capsys, "run", "--config", str(config))
     assert code == 0, out
     assert "compared with the registry's champion" in out
@@ -162,7 +151,7 @@ def test_bad_data_ends_the_mlflow_run_failed(first, capsys, workdir, client, tmp
     broken[header.index("mean_radius")] = "not-a-number"
     csv = tmp_path / "clinic.csv"
     csv.write_text("\n".join([rows[0], *rows[1:7], ",".join(broken), *rows[8:]]) + "\n")
-    config = _write_config(
+    config = write_config(
         tmp_path / "csv.yaml", workdir, source={"kind": "csv", "path": str(csv)}, label_column="label",
         label_map={},
     )  # fmt: skip

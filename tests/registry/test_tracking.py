@@ -211,10 +211,15 @@ def test_worker_process_logs_and_registers_like_in_process(cfg, fixtures):
     assert run.timings["open"] < 1.0
 
 
+def _child_env(session, name):
+    return os.environ.get(name)
+
+
 def test_a_clean_run_leaves_its_worker_to_the_next_run_in_the_process(cfg, monkeypatch):
     from pipelines.mlflow_worker import Worker
 
     worker_cfg = dataclasses.replace(cfg, worker_process=True)
+    monkeypatch.setenv("DXPIPE_TEST_GONE", "1")
     ids, pids = [], []
     for params in ({"a": 1}, {"a": 2}):
         with tracking.pipeline_run(worker_cfg, "dxpipe-wdbc", params) as run:
@@ -224,16 +229,21 @@ def test_a_clean_run_leaves_its_worker_to_the_next_run_in_the_process(cfg, monke
     runs = [client(cfg).get_run(i) for i in ids]
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
     assert [r.data.params["a"] for r in runs] == ["1", "2"]
-    # A changed environment (MLflow reads credentials there) gets a fresh child.
+    # The re-used child works in this process's current environment (MLflow reads credentials there).
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "rotated")
+    monkeypatch.delenv("DXPIPE_TEST_GONE")
     with tracking.pipeline_run(worker_cfg, "dxpipe-wdbc", {}) as run:
-        fresh = run._worker._process
-    assert fresh.pid != pids[0]
-    # So does a dead one.
-    fresh.kill()
-    fresh.wait()
+        child = run._worker._process
+        assert run.call("env", "reading the env", _child_env, "MLFLOW_TRACKING_TOKEN") == "rotated"
+        assert run.call("env", "reading the env", _child_env, "DXPIPE_TEST_GONE") is None
+        # Settings dxpipe derives from the config are derived again after the environment was replaced.
+        assert run.call("env", "reading the env", _child_env, "MLFLOW_DISABLE_TELEMETRY") == "true"
+    assert child.pid == pids[0]
+    # A dead child is replaced.
+    child.kill()
+    child.wait()
     with tracking.pipeline_run(worker_cfg, "dxpipe-wdbc", {}) as run:
-        assert run._worker._process.pid != fresh.pid
+        assert run._worker._process.pid != child.pid
     assert client(cfg).get_run(run.run_id).info.status == "FINISHED"
     Worker._idle.close()
 
