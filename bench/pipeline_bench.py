@@ -3,8 +3,9 @@
 Each measurement is a fresh process, as a user would run it, so TensorFlow's import is paid by both (a)
 and (c). Both are timed the same way: from launching the process to the end of its work (wall-clock
 stamps taken inside it), so neither counts interpreter shutdown; whole-process times are printed too.
-(b) is measured twice: as a second `dxpipe run` (a fresh process on the same workdir, imports paid
-again) and as re-runs inside the cold run's process (no imports: the orchestration cost alone).
+(b) is measured three ways: the installed `dxpipe run` again on the same workdir (whole process, as a
+user sees it), a fresh process timed from inside, and a re-run inside that process (no imports: the
+orchestration cost alone).
 The pipeline runs as `dxpipe run` does: tracked in MLflow (embedded store) and registered through the
 gate; the seconds the runner waited on MLflow are reported separately as the tracking overhead.
 
@@ -71,7 +72,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = str(Path(tmp) / "work")
         (cold,), launched_a, wall_process_a = _pipeline(python, args.dataset, workdir, 1)
-        # A second `dxpipe run` on the same workdir, then one more run inside that process.
+        # The installed command, exactly as a user re-runs it.
+        dxpipe = str(Path(python).parent / "dxpipe")
+        cli_out, _, wall_cli = _run([dxpipe, "run", "--dataset", args.dataset, "--workdir", workdir])
+        # The same again, timed from inside, then one more run inside that process.
         (fresh, rerun), launched_b, _ = _pipeline(python, args.dataset, workdir, 2)
         history = json.loads((Path(cold["model_uri"]) / "training_history.json").read_text())
         epochs = len(history["history"]["loss"])
@@ -92,10 +96,14 @@ def main() -> None:
     print(f"(a) pipeline, cold                      {wall_a:7.1f} s ({cold['seconds']:.1f} s in run_tracked)")
     for name, seconds in cold["components"].items():
         print(f"      {name:<32} {seconds:7.2f} s")
-    print(
-        f"(b) cached re-run, as a 2nd `dxpipe run` {wall_b:6.1f} s ({fresh['seconds']:.1f} s in run_tracked)"
+    cli_cached = next(
+        (line.strip() for line in cli_out.splitlines() if line.strip().startswith("cached:")), ""
     )
-    print(f"      cached: {_cached(fresh)}")
+    print(f"(b) cached re-run: `dxpipe run` again    {wall_cli:6.1f} s, whole process")
+    print(f"      {cli_cached or 'nothing cached!'}")
+    print(
+        f"    the same, launch -> end of work     {wall_b:7.1f} s ({fresh['seconds']:.1f} s in run_tracked)"
+    )
     print(f"    cached re-run in the same process   {rerun['seconds']:7.1f} s   cached: {_cached(rerun)}")
     print(
         f"(c) plain Keras floor                   {wall_c:7.1f} s ({floor['train_eval_s']:.1f} s train+eval, "
@@ -112,7 +120,7 @@ def main() -> None:
     print(f"\nratio (a)/(c):                          {wall_a / wall_c:5.2f}  (target <= 3)")
     print(f"ratio (a)/(c), whole processes:         {wall_process_a / wall_process_c:5.2f}")
     print(f"ratio (a)/(c), runner vs train+eval:    {cold['seconds'] / floor['train_eval_s']:5.2f}")
-    print(f"cached re-run, 2nd `dxpipe run`:        {wall_b:5.1f} s  (target <= 10 s)")
+    print(f"cached re-run, `dxpipe run` again:      {wall_cli:5.1f} s  (target <= 10 s)")
 
 
 if __name__ == "__main__":
