@@ -11,9 +11,13 @@ setup(
     version="0.1.0",
     description="Train, validate, gate and serve medical diagnostic models with TFX, MLflow and TF Serving.",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipelines*", "components*", "models*", "serving*"]),
-    # Non-Python files read at run time: the packaged config, and the Kubernetes manifests that
-    # serving.deploy loads (and its tests check) from serving/k8s/.
-    package_data={"pipelines": ["configs/*.yaml"], "serving": ["k8s/*.yaml"]},
+    packages=find_packages(include=["pipelines*", "components*", "models*", "serving*", "schemas"]),
+    # Non-Python files read at run time: the packaged config, the curated schemas it points to (relative
+    # to the install root, as in the repository), and the Kubernetes manifests serving.deploy loads.
+    package_data={
+        "pipelines": ["configs/*.yaml"],
+        "schemas": ["*/schema.pbtxt", "README.md"],
+        "serving": ["k8s/*.yaml"],
+    },
     entry_points={"console_scripts": ["dxpipe=pipelines.cli:console_main"]},
 )
