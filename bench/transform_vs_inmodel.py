@@ -217,7 +217,7 @@ def _inner(variant: str, dataset: str, workdir: str, transform_defaults: bool) -
 
     outputs = collect_outputs(str(paths.metadata), cfg.pipeline_name)
     history = json.loads(Path(outputs.training_history_path).read_text())
-    metrics = load_test_metrics(outputs.evaluation_uri)["overall"]
+    metrics = load_test_metrics(outputs.evaluation_uri)["Overall"]
     result = {
         "components": {t.name: t.seconds for t in timings},
         "runner_s": runner_s,

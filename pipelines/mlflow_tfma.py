@@ -61,7 +61,8 @@ class Evaluation:
     validation_ok: bool | None = None
 
 
-def _slice_of(proto_slice_key: Any) -> str:
+def slice_of(proto_slice_key: Any) -> str:
+    """Returns the slice name (`Overall`, `sex:Female`) of a TFMA SliceKey proto."""
     columns = []
     for key in proto_slice_key.single_slice_keys:
         kind = key.WhichOneof("kind")
@@ -101,7 +102,7 @@ def metrics_from_protos(
     out: dict[str, dict[str, dict[str, float]]] = {CANDIDATE: {}, BASELINE: {}}
     weighted_only: set[tuple[str, str, str]] = set()
     for record in records:
-        name_of_slice = _slice_of(record.slice_key)
+        name_of_slice = slice_of(record.slice_key)
         for kv in record.metric_keys_and_values:
             key = kv.key
             model = _model_of(key.model_name)
@@ -127,7 +128,7 @@ def plots_from_protos(records: Iterable[Any]) -> dict[str, dict[str, ModelPlots]
     """Extracts confusion matrices at thresholds and calibration buckets from PlotsForSlice protos."""
     plots: dict[str, dict[str, ModelPlots]] = {}
     for record in records:
-        name_of_slice = _slice_of(record.slice_key)
+        name_of_slice = slice_of(record.slice_key)
         for kv in record.plot_keys_and_values:
             model = _model_of(kv.key.model_name)
             if model is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from components.registry_gate.core import OVERALL
+
 # Metrics shown in the summary table, in order, with their display names.
 SUMMARY_METRICS = (
     ("auc", "AUC"),
@@ -17,43 +19,27 @@ SUMMARY_METRICS = (
 )
 
 
-def slice_label(slice_key) -> str:
-    """Returns `overall` or `feature=value` for a TFMA SliceKey proto."""
-    parts = []
-    for item in slice_key.single_slice_keys:
-        value = item.WhichOneof("kind")
-        raw = getattr(item, value) if value else ""
-        parts.append(f"{item.column}={raw.decode() if isinstance(raw, bytes) else raw}")
-    return ",".join(parts) or "overall"
+def load_test_metrics(evaluation_uri: str) -> dict[str, dict[str, float]]:
+    """Returns the candidate's `{slice: {metric: value}}` from a TFMA output directory.
 
-
-def load_test_metrics(evaluation_uri: str, model_name: str = "candidate") -> dict[str, dict[str, float]]:
-    """Returns `{slice: {metric: value}}` for one model from a TFMA output directory.
-
-    The Evaluator names models only when it also scored a baseline; with a single model the name is empty.
-    Diff metrics (candidate minus baseline) are returned under `<metric>_diff`.
+    Slices are named as in MLflow and the gate policy (`Overall`, `sex:Female`): one reader of TFMA's
+    output (`pipelines.mlflow_tfma`) serves the summary, the MLflow logging and the registry gate.
     """
-    import tensorflow_model_analysis as tfma  # Deferred: importing TFMA costs seconds.
+    from pipelines.mlflow_tfma import load_evaluation
 
-    out: dict[str, dict[str, float]] = {}
-    for per_slice in tfma.load_metrics(evaluation_uri):
-        values = out.setdefault(slice_label(per_slice.slice_key), {})
-        for item in per_slice.metric_keys_and_values:
-            if item.key.model_name not in ("", model_name) or not item.value.HasField("double_value"):
-                continue
-            name = f"{item.key.name}_diff" if item.key.is_diff else item.key.name
-            values[name] = item.value.double_value.value
-    return out
+    return load_evaluation(evaluation_uri).candidate
 
 
 def load_failed_thresholds(evaluation_uri: str) -> list[str]:
     """Returns one line per TFMA threshold the candidate failed (empty when it was blessed)."""
-    import tensorflow_model_analysis as tfma
+    import tensorflow_model_analysis as tfma  # Deferred: importing TFMA costs seconds.
+
+    from pipelines.mlflow_tfma import slice_of
 
     result = tfma.load_validation_result(evaluation_uri)
     lines = []
     for per_slice in result.metric_validations_per_slice:
-        where = slice_label(per_slice.slice_key)
+        where = slice_of(per_slice.slice_key)
         for failure in per_slice.failures:
             name = failure.metric_key.name + (" change vs baseline" if failure.metric_key.is_diff else "")
             value = failure.metric_value.double_value.value
@@ -65,7 +51,7 @@ def load_failed_thresholds(evaluation_uri: str) -> list[str]:
 
 def format_metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
     """Returns a plain-text table: one row per summary metric, one column per slice."""
-    slices = ["overall", *sorted(s for s in metrics if s != "overall")]
+    slices = [OVERALL, *sorted(s for s in metrics if s != OVERALL)]
     slices = [s for s in slices if s in metrics]
     width = max(len(label) for _, label in SUMMARY_METRICS)
     lines = [f"  {'metric':<{width}}  " + "  ".join(f"{s:>14}" for s in slices)]

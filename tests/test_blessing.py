@@ -95,7 +95,7 @@ def _evaluate(setup, name: str, evaluation: EvaluationConfig, baseline=None) -> 
     )
     blessed = (Path(blessing.uri) / "BLESSED").exists()
     assert blessed != (Path(blessing.uri) / "NOT_BLESSED").exists()
-    return blessed, load_test_metrics(evaluation_artifact.uri)["overall"]
+    return blessed, load_test_metrics(evaluation_artifact.uri)["Overall"]
 
 
 @pytest.fixture(scope="module")

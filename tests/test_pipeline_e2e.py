@@ -46,7 +46,7 @@ def test_every_component_executed_and_the_model_was_blessed(first_run):
 
 def test_test_split_meets_the_published_bar(first_run):
     _, _, outputs = first_run
-    overall = load_test_metrics(outputs.evaluation_uri)["overall"]
+    overall = load_test_metrics(outputs.evaluation_uri)["Overall"]
     assert overall["auc"] >= 0.99 and overall["binary_accuracy"] >= 0.97, overall
     assert 0 <= overall["brier_score"] < 0.05
 

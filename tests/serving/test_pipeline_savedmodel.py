@@ -465,3 +465,24 @@ def test_dxpipe_predict_with_a_csv_of_real_rows(trained, served, tmp_path, capsy
         [p["probability"] for p in predictions], trained.probability, rtol=0, atol=ATOL
     )
     np.testing.assert_array_equal([p["predicted_label"] for p in predictions], trained.predicted_label)
+
+
+def test_dxpipe_predict_sends_blank_csv_cells_as_missing_measurements(trained, served, tmp_path, capsys):
+    lines = trained.csv_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("mean_radius")] = ""
+    cells[header.index("worst_area")] = "  "
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join([lines[0], ",".join(cells), lines[2]]) + "\n")
+    code = cli.main(["predict", "wdbc", "--csv", str(path), "--server", served.url])
+    captured = capsys.readouterr()
+    assert (code, captured.err) == (0, "")
+    probability = [json.loads(line)["probability"] for line in captured.out.splitlines()]
+    rows = [dict(row) for row in trained.rows[:2]]
+    rows[0].update(mean_radius=float("nan"), worst_area=float("nan"))
+    columns = _columns(rows, trained.feature_names)
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    expected = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in columns.items()})
+    np.testing.assert_allclose(probability, expected["probability"].numpy(), rtol=0, atol=ATOL)
+    assert abs(probability[0] - trained.probability[0]) > ATOL and np.isfinite(probability[0])
