@@ -14,6 +14,7 @@ which is how the benchmark runs it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -102,6 +103,13 @@ def _read_transformed(
     return tf.concat(columns, axis=1).numpy(), parsed[LABEL].numpy()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Held:
+    """Keeps the classifier out of tf.Module's attribute tracking."""
+
+    classifier: keras.Model
+
+
 class TransformedModel(tf.Module):
     """What is saved: the transform graph + the classifier behind the in-model version's signatures."""
 
@@ -113,9 +121,12 @@ class TransformedModel(tf.Module):
         threshold: float,
     ):
         super().__init__(name="transformed_model")
-        # Attributes, so tf.saved_model tracks the transform graph's assets and the classifier's weights.
+        # An attribute, so tf.saved_model tracks the transform graph's assets.
         self.tft_layer = tft_output.transform_features_layer()
-        self.classifier = classifier
+        # The Keras 3 classifier's plain variables are tracked, not the model (see models.network's
+        # DiagnosticModel: a tracked Keras 3 model is exported twice and fails under TF Serving).
+        self._held = _Held(classifier)
+        self.weights = [w.value for w in classifier.weights]
         self._features = features
         self._ordered = [f.name for f in features if f.numeric] + [f.name for f in features if not f.numeric]
         self._raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k != LABEL}
@@ -125,7 +136,7 @@ class TransformedModel(tf.Module):
         transformed = self.tft_layer(parsed)
         batch = tf.shape(transformed[self._ordered[0]])[0]
         x = tf.concat([tf.reshape(transformed[name], [batch, -1]) for name in self._ordered], axis=1)
-        probability = tf.reshape(self.classifier(x, training=False), [-1])
+        probability = tf.reshape(self._held.classifier(x, training=False), [-1])
         return {
             PROBABILITY: probability,
             PREDICTED_LABEL: tf.cast(probability >= self.threshold, tf.int64),
@@ -162,9 +173,10 @@ class TransformedModel(tf.Module):
         def from_examples(examples):
             return self._predict_parsed(tf.io.parse_example(examples, self._raw_spec))
 
+        # As in models.network: one signature calls another, so the graph is traced once less.
         @tf.function
         def classify(inputs):
-            probability = self._predict_parsed(tf.io.parse_example(inputs, self._raw_spec))[PROBABILITY]
+            probability = from_examples(inputs)[PROBABILITY]
             batch = tf.shape(probability)[0]
             return {
                 "classes": tf.tile(tf.constant([["0", "1"]]), [batch, 1]),
