@@ -1,4 +1,4 @@
-"""Serving benchmark: one 30-feature dense SavedModel (our WDBC model's shape), three ways of calling it.
+"""Serving benchmark: dxpipe's own WDBC model (as the Trainer exports it), three ways of calling it.
 
 1. floor: the in-process call of the restored `serving_default` signature (`tf.saved_model.load`), tensors
    prepared in advance: no HTTP, no JSON.
@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import functools
+import io
 import json
 import os
 import platform
@@ -34,22 +37,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-FEATURES = [
-    f"{stat}_{kind}"
-    for kind in ("mean", "se", "worst")
-    for stat in (
-        "radius",
-        "texture",
-        "perimeter",
-        "area",
-        "smoothness",
-        "compactness",
-        "concavity",
-        "concave_points",
-        "symmetry",
-        "fractal_dimension",
-    )
-]
 BATCHES = (1, 64)
 CLIENTS = (1, 32)
 
@@ -60,12 +47,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def rows(batch: int, seed: int = 0) -> list[dict[str, float]]:
-    rng = np.random.default_rng(seed)
-    return [
-        {name: float(round(v, 4)) for name, v in zip(FEATURES, rng.normal(0, 1, len(FEATURES)), strict=True)}
-        for _ in range(batch)
-    ]
+@functools.lru_cache(maxsize=1)
+def wdbc() -> tuple[list[str], list[dict[str, float]], list[int]]:
+    """WDBC's feature names (from the curated schema), its rows and labels (scikit-learn's bundled copy)."""
+    from models.features import LABEL, features_from_schema, load_schema
+    from pipelines.config import load_config
+    from pipelines.data import canonical_csv
+
+    data = load_config(dataset="wdbc").data
+    names = [f.name for f in features_from_schema(load_schema(str(Path(data.schema_dir) / "schema.pbtxt")))]
+    records = list(csv.DictReader(io.StringIO(canonical_csv(data))))
+    return names, [{n: float(r[n]) for n in names} for r in records], [int(r[LABEL]) for r in records]
+
+
+def features() -> list[str]:
+    return wdbc()[0]
+
+
+def rows(batch: int) -> list[dict[str, float]]:
+    """The first `batch` real WDBC rows (features only)."""
+    data = wdbc()[1]
+    return [data[i % len(data)] for i in range(batch)]
+
+
+def train_model(export_dir: str, epochs: int = 30) -> str:
+    """Trains dxpipe's own model (`models.trainer.train`) on WDBC and exports it as the Trainer does.
+
+    The served graph is then the production one: in-model imputation and standardisation in front of the
+    classifier, behind the same three signatures.
+    """
+    import dataclasses
+
+    from models.features import features_from_schema, load_schema
+    from models.trainer import train
+    from pipelines.config import load_config
+
+    data = load_config(dataset="wdbc").data
+    specs = features_from_schema(load_schema(str(Path(data.schema_dir) / "schema.pbtxt")))
+    names, records, labels = wdbc()
+    raw = {n: np.array([r[n] for r in records], np.float32) for n in names}
+    y = np.array(labels)
+    result = train(specs, raw, y, raw, y, dataclasses.replace(data.training, epochs=epochs))
+    result.model.save(export_dir)
+    return export_dir
 
 
 # ------------------------------------------------------------------------------------------------ floor
@@ -78,7 +102,7 @@ def measure_floor(saved_model: str, duration: float) -> dict[int, dict]:
     results = {}
     for batch in BATCHES:
         data = rows(batch)
-        feeds = {name: tf.constant([r[name] for r in data], tf.float32) for name in FEATURES}
+        feeds = {name: tf.constant([r[name] for r in data], tf.float32) for name in features()}
         for _ in range(50):
             signature(**feeds)
         latencies = []
@@ -95,7 +119,7 @@ def floor_outputs(saved_model: str, data: list[dict]) -> list[float]:
     import tensorflow as tf
 
     signature = tf.saved_model.load(saved_model).signatures["serving_default"]
-    out = signature(**{name: tf.constant([r[name] for r in data], tf.float32) for name in FEATURES})
+    out = signature(**{name: tf.constant([r[name] for r in data], tf.float32) for name in features()})
     return out["probability"].numpy().tolist()
 
 
@@ -211,7 +235,7 @@ def dxpipe_request(batch: int) -> tuple[str, bytes]:
 
 def mlflow_request(batch: int) -> tuple[str, bytes]:
     data = rows(batch)
-    body = {"dataframe_split": {"columns": FEATURES, "data": [[r[f] for f in FEATURES] for r in data]}}
+    body = {"dataframe_split": {"columns": features(), "data": [[r[f] for f in features()] for r in data]}}
     return "/invocations", json.dumps(body).encode()
 
 
@@ -401,13 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    from serving.contract import build_reference_model
-
     workdir = Path(tempfile.mkdtemp(prefix="dxpipe-serving-bench-"))
     servers: list[Server] = []
     try:
         base = workdir / "wdbc"
-        saved_model = build_reference_model(str(base / "1"), FEATURES, seed=3)
+        print("training dxpipe's model on WDBC ...", flush=True)
+        saved_model = train_model(str(base / "1"))
         print("floor: in-process signature calls ...", flush=True)
         floor = measure_floor(saved_model, args.duration)
         expected = floor_outputs(saved_model, rows(64))
@@ -478,8 +501,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.monotonic() - started:.0f} s; 1-minute load average {load_before:.2f} before, {load_after:.2f} "
             f"after{shared}). Replace this whole section with the output of a new run.",
             "",
-            "One SavedModel: 30 float features (the WDBC shape) -> dense logistic model, "
-            "written by `serving.contract.build_reference_model`. The floor is the restored `serving_default` "
+            "One SavedModel: dxpipe's own model (`models.trainer.train` on WDBC, 30 float features, in-model "
+            "imputation and standardisation, exported as the Trainer exports it), fed real WDBC rows. "
+            "The floor is the restored `serving_default` "
             "signature called in-process with prepared tensors; the servers are measured over HTTP on loopback "
             "with keep-alive clients. Ratios compare rows/s and p50 with the floor at the same batch size.",
             "",
