@@ -31,9 +31,9 @@ from models.network import (
     PREDICTED_LABEL,
     PROBABILITY,
     RAW_SIGNATURE,
-    build_classifier,
+    classification_outputs,
 )
-from models.trainer import HISTORY_FILE
+from models.trainer import HISTORY_FILE, fit_classifier
 from pipelines.config import TrainingConfig
 
 PREPROCESSING_FN = "bench.transform_variant.preprocessing_fn"
@@ -176,12 +176,7 @@ class TransformedModel(tf.Module):
         # As in models.network: one signature calls another, so the graph is traced once less.
         @tf.function
         def classify(inputs):
-            probability = from_examples(inputs)[PROBABILITY]
-            batch = tf.shape(probability)[0]
-            return {
-                "classes": tf.tile(tf.constant([["0", "1"]]), [batch, 1]),
-                "scores": tf.stack([1.0 - probability, probability], axis=1),
-            }
+            return classification_outputs(from_examples(inputs)[PROBABILITY])
 
         return {
             RAW_SIGNATURE: from_raw.get_concrete_function(raw_spec),
@@ -220,25 +215,7 @@ def run_fn(fn_args: Any) -> None:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.shuffle_labels:
         y_train = np.random.default_rng(cfg.seed).permutation(y_train)
-    classifier = build_classifier(x_train.shape[1], cfg.hidden_units, cfg.dropout, cfg.l2)
-    classifier.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
-    )
-    stopper = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
-    )
-    fitted = classifier.fit(
-        x_train,
-        y_train.astype(np.float32),
-        validation_data=(x_eval, y_eval.astype(np.float32)),
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        callbacks=[stopper],
-        verbose=0,
-    )
-    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    classifier, history = fit_classifier(x_train, y_train, x_eval, y_eval, cfg)
     TransformedModel(tft_output, classifier, features, cfg.operating_threshold).save(
         fn_args.serving_model_dir
     )

@@ -46,8 +46,8 @@ def create_transform_pipeline(
 ):
     """Builds the Transform variant of `pipelines.pipeline.create_pipeline`.
 
-    Every node but Transform and the Trainer's inputs is built as `create_pipeline` builds it, from its
-    public pieces (split names, eval config, data gate, pusher), so the two pipelines differ only in where
+    Every node but Transform and the Trainer's inputs is built by the same functions `create_pipeline`
+    uses (`data_validation_nodes`, `evaluation_and_push_nodes`), so the two pipelines differ only in where
     the features are scaled.
 
     Args:
@@ -64,43 +64,19 @@ def create_transform_pipeline(
     """
     import dataclasses
 
-    from tfx.components import CsvExampleGen, Evaluator, ExampleValidator, StatisticsGen, Trainer, Transform
-    from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-    from tfx.dsl.components.common.resolver import Resolver
-    from tfx.dsl.experimental.conditionals.conditional import Cond
-    from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+    from tfx.components import Trainer, Transform
     from tfx.orchestration import pipeline as tfx_pipeline
-    from tfx.proto import example_gen_pb2, transform_pb2
-    from tfx.types import Channel, standard_artifacts
+    from tfx.proto import transform_pb2
 
     from bench.transform_variant import PREPROCESSING_FN, RUN_FN, VOCABULARIES
-    from components.data_gate.component import DataGate
-    from components.serving_pusher.component import ServingPusher
     from models.features import features_from_schema, load_schema
-    from pipelines.pipeline import GATED_SPLIT, SPLITS, eval_config, models_code_digest
+    from pipelines.pipeline import data_validation_nodes, evaluation_and_push_nodes, models_code_digest
 
     data = cfg.data
-    buckets = dataclasses.asdict(cfg.split)
-    schema_file = str(Path(data.schema_dir) / "schema.pbtxt")
-    example_gen = CsvExampleGen(
-        input_base=input_base,
-        output_config=example_gen_pb2.Output(
-            split_config=example_gen_pb2.SplitConfig(
-                splits=[example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=buckets[s]) for s in SPLITS]
-            )
-        ),
-    )
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = ImportSchemaGen(schema_file=schema_file)
-    example_validator = ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
-    data_gate = DataGate(
-        anomalies=example_validator.outputs["anomalies"],
-        schema=schema_gen.outputs["schema"],
-        source=source_name,
-    )
+    validation = data_validation_nodes(cfg, input_base, source_name)
+    example_gen, _, schema_gen, _, data_gate = validation
     # The in-model layer one-hot encodes against the schema's string domains; so does the variant.
+    schema_file = str(Path(data.schema_dir) / "schema.pbtxt")
     vocabularies = {
         f.name: list(f.vocabulary) for f in features_from_schema(load_schema(schema_file)) if not f.numeric
     }
@@ -126,38 +102,14 @@ def create_transform_pipeline(
         schema=schema_gen.outputs["schema"],
         custom_config={"training": dataclasses.asdict(data.training), "code_digest": models_code_digest()},
     )
-    baseline = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     # The exported model parses raw tf.Examples itself, so the Evaluator scores the raw test split with
-    # the very config the in-model pipeline uses.
-    evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
-        eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
-        example_splits=[GATED_SPLIT],
-    )
+    # the very config (and the same baseline resolver) the in-model pipeline uses.
     components = [
-        example_gen,
-        statistics_gen,
-        schema_gen,
-        example_validator,
-        data_gate,
+        *validation,
         transform,
         trainer,
-        baseline,
-        evaluator,
+        *evaluation_and_push_nodes(cfg, example_gen, trainer, None, builtin_resolver_only=False),
     ]
-    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
-        pusher = ServingPusher(
-            model=trainer.outputs["model"],
-            model_blessing=evaluator.outputs["blessing"],
-            base_path=str(cfg.staging_base_path),
-        )
-    components.append(pusher)
     return tfx_pipeline.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=pipeline_root,

@@ -95,6 +95,15 @@ def build_classifier(width: int, hidden_units: tuple[int, ...], dropout: float, 
     return keras.Sequential(layers, name="classifier")
 
 
+def classification_outputs(probability: tf.Tensor) -> dict:
+    """TF Serving's Classify outputs for [batch] positive-class probabilities: classes "0"/"1" and scores."""
+    batch = tf.shape(probability)[0]
+    return {
+        "classes": tf.tile(tf.constant([["0", "1"]]), [batch, 1]),
+        "scores": tf.stack([1.0 - probability, probability], axis=1),
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class _KerasParts:
     """The Keras layers of a `DiagnosticModel`, in a holder that tf.Module's attribute tracking passes over."""
@@ -160,12 +169,7 @@ class DiagnosticModel(tf.Module):
 
         @tf.function
         def classify(inputs):
-            probability = from_examples(inputs)[PROBABILITY]
-            batch = tf.shape(probability)[0]
-            return {
-                "classes": tf.tile(tf.constant([["0", "1"]]), [batch, 1]),
-                "scores": tf.stack([1.0 - probability, probability], axis=1),
-            }
+            return classification_outputs(from_examples(inputs)[PROBABILITY])
 
         return {
             RAW_SIGNATURE: from_raw.get_concrete_function(raw_spec),

@@ -82,7 +82,28 @@ def train(
     # Preprocess once: the classifier then trains on a small dense matrix with no per-step parsing.
     x_train = preprocess(train_raw).numpy()
     x_eval = preprocess(eval_raw).numpy()
-    classifier = build_classifier(preprocess.width, cfg.hidden_units, cfg.dropout, cfg.l2)
+    classifier, history = fit_classifier(x_train, train_labels, x_eval, eval_labels, cfg)
+    best_epoch = int(np.argmin(history["val_loss"])) + 1
+    model = DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold)
+    return TrainResult(model, history, best_epoch)
+
+
+def fit_classifier(
+    x_train: np.ndarray,
+    train_labels: np.ndarray,
+    x_eval: np.ndarray,
+    eval_labels: np.ndarray,
+    cfg: TrainingConfig,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Fits the dense classifier on preprocessed matrices; early stopping on the eval split's loss.
+
+    The caller seeds Keras (`keras.utils.set_random_seed(cfg.seed)`) first, so the initial weights follow
+    from the seed alone.
+
+    Returns:
+        The classifier with its best epoch's weights, and the per-epoch history.
+    """
+    classifier = build_classifier(x_train.shape[1], cfg.hidden_units, cfg.dropout, cfg.l2)
     classifier.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
         loss="binary_crossentropy",
@@ -100,10 +121,7 @@ def train(
         callbacks=[stopper],
         verbose=0,
     )
-    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
-    best_epoch = int(np.argmin(history["val_loss"])) + 1
-    model = DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold)
-    return TrainResult(model, history, best_epoch)
+    return classifier, {k: [float(v) for v in values] for k, values in fitted.history.items()}
 
 
 def run_fn(fn_args: Any) -> None:

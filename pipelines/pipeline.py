@@ -133,6 +133,66 @@ def _baseline(trainer, champion_uri: str | None, builtin_resolver_only: bool):
     return [*nodes, resolver], resolver.outputs["model"]
 
 
+def data_validation_nodes(cfg: Config, input_base: str, source_name: str) -> tuple:
+    """Returns (CsvExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, DataGate) for the dataset.
+
+    Args:
+        cfg: The validated configuration.
+        input_base: Directory holding the canonical CSV.
+        source_name: The data's user-facing name, for data-gate messages.
+    """
+    buckets = dataclasses.asdict(cfg.split)
+    example_gen = CsvExampleGen(
+        input_base=input_base,
+        output_config=example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=buckets[s]) for s in SPLITS]
+            )
+        ),
+    )
+    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = ImportSchemaGen(schema_file=str(Path(cfg.data.schema_dir) / "schema.pbtxt"))
+    example_validator = ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    data_gate = DataGate(
+        anomalies=example_validator.outputs["anomalies"],
+        schema=schema_gen.outputs["schema"],
+        source=source_name,
+    )
+    return example_gen, statistics_gen, schema_gen, example_validator, data_gate
+
+
+def evaluation_and_push_nodes(
+    cfg: Config, example_gen, trainer, baseline_model_uri: str | None, builtin_resolver_only: bool
+) -> list:
+    """Returns the baseline node(s), the Evaluator on the raw test split, and the Pusher behind its blessing.
+
+    Args:
+        cfg: The validated configuration.
+        example_gen: The node whose raw examples are evaluated.
+        trainer: The node whose model is evaluated and pushed.
+        baseline_model_uri: The champion's Model URI, if known (see `create_pipeline`).
+        builtin_resolver_only: See `create_pipeline`.
+    """
+    data = cfg.data
+    baseline_nodes, baseline_model = _baseline(trainer, baseline_model_uri, builtin_resolver_only)
+    evaluator = Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline_model,
+        eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
+        example_splits=[GATED_SPLIT],
+    )
+    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+        pusher = ServingPusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            base_path=str(cfg.staging_base_path),
+        )
+    return [*baseline_nodes, evaluator, pusher]
+
+
 def create_pipeline(
     cfg: Config,
     *,
@@ -165,59 +225,21 @@ def create_pipeline(
         The TFX pipeline.
     """
     data = cfg.data
-    buckets = dataclasses.asdict(cfg.split)
-    example_gen = CsvExampleGen(
-        input_base=input_base,
-        output_config=example_gen_pb2.Output(
-            split_config=example_gen_pb2.SplitConfig(
-                splits=[example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=buckets[s]) for s in SPLITS]
-            )
-        ),
-    )
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = ImportSchemaGen(schema_file=str(Path(data.schema_dir) / "schema.pbtxt"))
-    example_validator = ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
-    data_gate = DataGate(
-        anomalies=example_validator.outputs["anomalies"],
-        schema=schema_gen.outputs["schema"],
-        source=source_name,
-    )
-    training = dataclasses.asdict(data.training)
+    validation = data_validation_nodes(cfg, input_base, source_name)
+    example_gen, _, schema_gen, _, data_gate = validation
     trainer = Trainer(
         run_fn=TRAINER_RUN_FN,
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        custom_config={"training": training, "code_digest": models_code_digest()},
+        custom_config={"training": dataclasses.asdict(data.training), "code_digest": models_code_digest()},
     )
     # Nothing is trained on data the gate rejected.
     trainer.add_upstream_node(data_gate)
-    baseline_nodes, baseline_model = _baseline(trainer, baseline_model_uri, builtin_resolver_only)
-    evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=baseline_model,
-        eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
-        example_splits=[GATED_SPLIT],
-    )
     components = [
-        example_gen,
-        statistics_gen,
-        schema_gen,
-        example_validator,
-        data_gate,
+        *validation,
         trainer,
-        *baseline_nodes,
-        evaluator,
+        *evaluation_and_push_nodes(cfg, example_gen, trainer, baseline_model_uri, builtin_resolver_only),
     ]
-    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
-        pusher = ServingPusher(
-            model=trainer.outputs["model"],
-            model_blessing=evaluator.outputs["blessing"],
-            base_path=str(cfg.staging_base_path),
-        )
-    components.append(pusher)
     return tfx_pipeline.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=pipeline_root,

@@ -499,6 +499,19 @@ def _promote_locked(
     remark: str | None = None,
 ) -> PromotionRecord:
     """Makes `mv` the served champion. Call under the lock, after validation."""
+
+    def log_error(reason: str) -> None:
+        ctx.log.append(
+            event="error",
+            model=ctx.model,
+            version=mv.version,
+            reviewer=reviewer,
+            note=note,
+            source=source,
+            previous_champion=previous,
+            reason=reason,
+        )
+
     records = ctx.log.records()
     with tempfile.TemporaryDirectory(prefix="dxpipe-promote-") as scratch:
         model_dir = _materialize(ctx, mv, Path(scratch))
@@ -506,16 +519,7 @@ def _promote_locked(
             _set_champion_alias(ctx, mv.version)
         except Exception as exc:
             error = tracking_error(ctx.cfg, f"setting alias '{CHAMPION}' on version {mv.version}", exc)
-            ctx.log.append(
-                event="error",
-                model=ctx.model,
-                version=mv.version,
-                reviewer=reviewer,
-                note=note,
-                source=source,
-                previous_champion=previous,
-                reason=f"{event} aborted before any change: {error}",
-            )
+            log_error(f"{event} aborted before any change: {error}")
             raise PromotionError(
                 f"{event} of '{ctx.model}' version {mv.version} aborted, nothing changed: {error}"
             ) from exc
@@ -527,16 +531,7 @@ def _promote_locked(
                 _set_champion_alias(ctx, alias_before)
             except Exception as undo_exc:  # noqa: BLE001 - report both failures in one message.
                 restored = f"could NOT be restored ({undo_exc}); run `dxpipe sync {ctx.model}`"
-            ctx.log.append(
-                event="error",
-                model=ctx.model,
-                version=mv.version,
-                reviewer=reviewer,
-                note=note,
-                source=source,
-                previous_champion=previous,
-                reason=f"publishing to {ctx.base} failed: {exc}; alias {restored}",
-            )
+            log_error(f"publishing to {ctx.base} failed: {exc}; alias {restored}")
             raise PromotionError(
                 f"publishing '{ctx.model}' version {mv.version} to {ctx.base} failed ({exc}); production is "
                 f"unchanged and the champion alias was {restored}."
