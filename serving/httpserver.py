@@ -86,6 +86,10 @@ class HttpLimits:
         idle_timeout: Seconds a keep-alive connection may sit idle.
         max_pipelined_bytes: Bodies of complete requests a connection may queue behind the one being
             answered before the server stops reading from it.
+        max_inflight_body_bytes: Request bodies (as received, plus their decompressed size) the whole server
+            holds at once, from the first body byte until the answer is sent. A request that would go over
+            is answered 503 and its connection closed, so concurrent large or hostile bodies cannot take
+            more memory than this (and what parsing them costs: see README, "Limits").
     """
 
     max_header_bytes: int = 64 * 1024
@@ -93,6 +97,7 @@ class HttpLimits:
     read_timeout: float = 30.0
     idle_timeout: float = 60.0
     max_pipelined_bytes: int = 1024 * 1024
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
 
 
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
@@ -126,7 +131,9 @@ class HttpProtocol(asyncio.Protocol):
         self._limits = server.limits
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        self._queue: collections.deque[tuple[Request, bool]] = collections.deque()
+        self._queue: collections.deque[tuple[Request, bool, int]] = collections.deque()
+        self._held = 0  # body bytes this connection counts in the server's in-flight total
+        self._answering_bytes = 0  # of which the request being answered holds this many
         self._queued_bytes = 0
         self._busy = False  # a request is being handled; later pipelined ones wait in _queue
         self._closing = False
@@ -166,6 +173,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = True
         self._transport = None
         self._queue.clear()
+        self._release(self._held)
 
     def pause_writing(self) -> None:
         """The client reads slowly: stop answering pipelined requests until it catches up."""
@@ -198,7 +206,7 @@ class HttpProtocol(asyncio.Protocol):
             # llhttp stops at a protocol upgrade; this server speaks HTTP/1.1 only, so the request it
             # completed is answered as usual and the connection then closed (the upgrade is declined).
             if self._queue:
-                self._queue[-1] = (self._queue[-1][0], False)
+                self._queue[-1] = (self._queue[-1][0], False, self._queue[-1][2])
             self._failure = _ProtocolError(0, "")
         except httptools.HttpParserError as exc:
             self._failure = _ProtocolError(400, f"Malformed HTTP request: {exc}")
@@ -283,15 +291,34 @@ class HttpProtocol(asyncio.Protocol):
             raise _ProtocolError(
                 413, f"Request body exceeds the limit of {self._limits.max_body_bytes} bytes"
             )
+        self._hold(len(body))
         self._body.append(bytes(body))
+
+    def _hold(self, size: int) -> None:
+        server = self._server
+        if server.inflight_bytes + size > self._limits.max_inflight_body_bytes:
+            raise _ProtocolError(
+                503,
+                "The server holds too many request bytes at once "
+                f"(limit {self._limits.max_inflight_body_bytes}); retry later or send smaller requests",
+            )
+        server.inflight_bytes += size
+        self._held += size
+
+    def _release(self, size: int) -> None:
+        self._held -= size
+        self._server.inflight_bytes -= size
 
     def on_message_complete(self) -> None:
         """Queues the complete request."""
         headers = self._headers
         body = b"".join(self._body)
         encoding = headers.get("content-encoding", "").strip().lower()
+        held = self._body_bytes
         if encoding in ("gzip", "x-gzip") and body:
             body = self._gunzip(body)
+            self._hold(len(body))
+            held += len(body)
         request = Request(
             self._parser.get_method().decode("ascii"),
             _path_of(self._target.decode("latin-1")),
@@ -300,7 +327,7 @@ class HttpProtocol(asyncio.Protocol):
             self._received,
             self._peer,
         )
-        self._queue.append((request, self._parser.should_keep_alive()))
+        self._queue.append((request, self._parser.should_keep_alive(), held))
         self._queued_bytes += len(body)
         self._reset_message()
 
@@ -328,8 +355,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._busy or self._write_paused or self._closing:
             return
         if self._queue:
-            request, keep_alive = self._queue.popleft()
+            request, keep_alive, held = self._queue.popleft()
             self._queued_bytes -= len(request.body)
+            self._answering_bytes = held
             self._dispatch(request, keep_alive)
             return
         failure = self._failure
@@ -371,6 +399,8 @@ class HttpProtocol(asyncio.Protocol):
     def _send(self, response: Response, keep_alive: bool, head_only: bool = False) -> None:
         transport = self._transport
         self._busy = False
+        self._release(self._answering_bytes)
+        self._answering_bytes = 0
         if transport is None or transport.is_closing():
             return
         keep_alive = keep_alive and not self._server.draining
@@ -431,6 +461,7 @@ class HttpServer:
         self.handler = handler
         self.limits = limits
         self.connections: set[HttpProtocol] = set()
+        self.inflight_bytes = 0  # request-body bytes held by all connections (max_inflight_body_bytes)
         self.draining = False
         self.on_response = on_response or (lambda: None)
         self.on_tick = on_tick or (lambda: None)

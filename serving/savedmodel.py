@@ -141,6 +141,12 @@ class ModelVersion:
             results = fn(*(feeds[a] for a in signature.inputs))
         except tf.errors.OpError as exc:
             raise _api_error(exc) from None
+        except UnicodeDecodeError as exc:
+            # TensorFlow raises this instead of the OpError when the kernel's message quotes input bytes that
+            # are not UTF-8 (say, junk sent as a serialized tf.Example): the message is about the client's
+            # bytes, so it is the client's error. Its bytes go back as they are, as TF Serving sends them.
+            message = exc.object if isinstance(exc.object, bytes) else bytes(exc.object)
+            raise ApiError(Code.INVALID_ARGUMENT, message.decode("utf-8", "surrogateescape")) from None
         return {alias: np.asarray(value) for alias, value in zip(fetches, results, strict=True)}
 
     def close(self) -> None:

@@ -118,6 +118,12 @@ def add_server_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     own.add_argument("--max_enqueued_batches", type=int, default=BatchingOptions.max_enqueued_batches)
     own.add_argument("--rest_api_max_body_bytes", type=int, default=HttpLimits.max_body_bytes)
     own.add_argument(
+        "--rest_api_max_inflight_body_bytes",
+        type=int,
+        default=HttpLimits.max_inflight_body_bytes,
+        help="Request-body bytes the server holds at once, all connections together (503 beyond).",
+    )
+    own.add_argument(
         "--rest_api_read_timeout_seconds",
         type=float,
         default=HttpLimits.read_timeout,
@@ -181,6 +187,12 @@ class ServerOptions:
             raise ServingError("Poll intervals cannot be negative.")
         if self.limits.max_body_bytes < 1:
             raise ServingError("--rest_api_max_body_bytes must be positive.")
+        if self.limits.max_inflight_body_bytes < self.limits.max_body_bytes:
+            raise ServingError(
+                f"--rest_api_max_inflight_body_bytes={self.limits.max_inflight_body_bytes} is below "
+                f"--rest_api_max_body_bytes={self.limits.max_body_bytes}: a request at the body limit could never "
+                "be received; raise it (default 256 MiB) or lower the body limit."
+            )
         if not self.models:
             raise ModelConfigError("No model to serve.")
 
@@ -237,6 +249,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         batching=batching,
         limits=HttpLimits(
             max_body_bytes=args.rest_api_max_body_bytes,
+            max_inflight_body_bytes=args.rest_api_max_inflight_body_bytes,
             read_timeout=args.rest_api_read_timeout_seconds,
             idle_timeout=args.rest_api_idle_timeout_seconds,
         ),

@@ -145,7 +145,9 @@ def main(seconds: float = 2.0) -> int:
             feeds += 50
         rates[name] = feeds * PER_FEED / (time.perf_counter() - started)
     best = max(rates.values())
-    print(f"Parsing {len(REQUEST)}-byte keep-alive predict requests, {PER_FEED} per read, {seconds:.0f} s each:\n")
+    print(
+        f"Parsing {len(REQUEST)}-byte keep-alive predict requests, {PER_FEED} per read, {seconds:.0f} s each:\n"
+    )
     print("| parser | requests/s | µs/request | vs fastest |")
     print("|---|---:|---:|---:|")
     for name, rate in rates.items():
