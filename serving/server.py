@@ -135,6 +135,13 @@ def add_server_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=HttpLimits.idle_timeout,
         help="Keep-alive idle limit.",
     )
+    own.add_argument(
+        "--out_of_domain",
+        choices=["refuse", "flag"],
+        default="refuse",
+        help="Values outside the schema's domain, for models that carry their schema: 400 (refuse) or an "
+        "answer with an 'out_of_domain' list (flag).",
+    )
     own.add_argument("--access_log", default="-", help="'-' for stderr, a file path, or 'off'.")
     own.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -161,6 +168,7 @@ class ServerOptions:
         intra_op_threads: TensorFlow intra-op threads.
         inter_op_threads: TensorFlow inter-op threads (-1: caller's thread).
         access_log: `-` (stderr), a file path, or `off`.
+        out_of_domain: `refuse` or `flag` (models that carry their schema).
     """
 
     models: tuple[ModelConfig, ...]
@@ -179,6 +187,7 @@ class ServerOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = -1
     access_log: str = "off"
+    out_of_domain: str = "refuse"
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -259,6 +268,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         intra_op_threads=args.tensorflow_intra_op_parallelism,
         inter_op_threads=args.tensorflow_inter_op_parallelism,
         access_log=args.access_log,
+        out_of_domain=args.out_of_domain,
     )
 
 
@@ -287,6 +297,7 @@ class ModelServer:
                 intra_op_threads=options.intra_op_threads,
                 warmup=options.warmup,
                 warmup_iterations=options.warmup_iterations,
+                out_of_domain=options.out_of_domain,
             )
 
             def loader(name: str, version: int, path: str):
