@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -78,15 +77,9 @@ _FLOATS = ("DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16")
 _INTS = ("DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64")
 
 
-def _to_float(text: str) -> float:
-    # A blank cell is a missing measurement: NaN, which our models impute (at the training mean) and
-    # TF Serving's JSON parser accepts. `float("")` would reject the row instead.
-    return math.nan if not text.strip() else float(text)
-
-
 def _converter(name: str, dtype: str):
     if dtype in _FLOATS:
-        return _to_float
+        return float
     if dtype in _INTS:
         return int
     if dtype == "DT_BOOL":
@@ -124,6 +117,11 @@ def _csv_instances(path: Path, inputs: dict[str, dict]) -> Iterator[dict[str, An
             instance = {}
             for name, to_value in convert.items():
                 text = row[name]
+                if text is None or not text.strip():
+                    # A blank cell is a missing value: JSON null, which a model that carries its schema
+                    # imputes (serving/input_contract.py); NaN would be refused as a non-finite number.
+                    instance[name] = None
+                    continue
                 try:
                     instance[name] = to_value(text)
                 except (TypeError, ValueError):

@@ -195,9 +195,11 @@ class InputContract:
             "be the imputed average patient)"
         )
 
-    def _canonical_keys(self, where: str, item: Mapping) -> dict:
+    def _canonical_keys(self, where: str, item: Mapping, allow_label: bool = False) -> dict:
         out = {}
         for key, value in item.items():
+            if allow_label and key == LABEL:
+                continue  # tf.Examples from the pipeline carry their label; the model does not read it
             name = self.canonical_name(key) if type(key) is str else None
             if name is None:
                 raise self._unknown(where, key)
@@ -295,9 +297,9 @@ class InputContract:
         flags: list[dict] = []
         if self._numeric:
             columns = [feeds[n] for n in self._numeric]
-            if any(c.ndim != 1 for c in columns):
-                return flags  # a shape the model refuses with its own error
             rows = columns[0].shape[0]
+            if any(c.ndim != 1 or c.shape[0] != rows for c in columns):
+                return flags  # ragged or higher-rank: shapes the model refuses with its own error
             stacked = np.concatenate(columns) if len(columns) > 1 else columns[0]
             bad = ~np.isfinite(stacked)
             if nulls:
@@ -392,7 +394,7 @@ class InputContract:
         return None
 
     def _check_example(self, where: str, row: int, features: Mapping[str, list]) -> list[dict]:
-        features = self._canonical_keys(where, features)
+        features = self._canonical_keys(where, features, allow_label=True)
         if not any(features.values()):
             raise self._nothing(where)
         flags = []
@@ -433,16 +435,16 @@ class InputContract:
                 else:
                     view[key] = [value]
             flags.extend(self._check_example(f"example {i}", i, view))
-            cleaned.append(
-                {self.canonical_name(k): v for k, v in example.items() if v is not None and v != []}
-            )
+            cleaned.append(self._present(example))
         out = dict(doc)
         out["examples"] = cleaned
         if "context" in doc:
-            out["context"] = {
-                self.canonical_name(k): v for k, v in context.items() if v is not None and v != []
-            }
+            out["context"] = self._present(context)
         return out, flags
+
+    def _present(self, example: Mapping) -> dict:
+        """The features that have a value, under their canonical names (a `null` one is left out)."""
+        return {self.canonical_name(k) or k: v for k, v in example.items() if v is not None and v != []}
 
     def check_serialized_examples(self, serialized: Sequence[bytes]) -> list[dict]:
         """Serialized tf.Examples (the `from_examples` / `classification` signatures' input).
