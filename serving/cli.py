@@ -52,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--signature_name", default="", help="Signature to call (default serving_default).")
     predict.add_argument("--batch_size", type=int, default=256, help="CSV rows per request.")
     predict.add_argument("--timeout", type=float, default=30.0, help="Seconds per request.")
+    predict.add_argument(
+        "--token_file",
+        type=Path,
+        help="File holding a bearer token, for a server that requires one (a file keeps it out of `ps`).",
+    )
     predict.set_defaults(func=run_predict)
 
 
@@ -150,7 +155,13 @@ def run_predict(args: argparse.Namespace) -> int:
     """`dxpipe predict`: prints one JSON line per prediction."""
     if args.batch_size < 1:
         raise ServingError(f"--batch_size={args.batch_size} must be at least 1.")
-    client = ServingClient(args.server, timeout=args.timeout)
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ServingError(f"cannot read --token_file {args.token_file}: {exc.strerror}.") from None
+    client = ServingClient(args.server, timeout=args.timeout, token=token)
     if args.csv is not None:
         signature = args.signature_name or "serving_default"
         signatures = client.signature_defs(args.model)

@@ -25,6 +25,7 @@ import collections
 import dataclasses
 import http
 import logging
+import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -468,11 +469,11 @@ class HttpServer:
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Starts listening; returns the bound port (useful with port 0)."""
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Starts listening (HTTPS with `ssl_context`); returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
+            lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024, ssl=ssl_context
         )
         self._sweeper = loop.create_task(self._sweep())
         return self._server.sockets[0].getsockname()[1]

@@ -23,7 +23,8 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from serving import tensors
+from serving import auth, tensors
+from serving.auth import AuthPolicy
 from serving.errors import ApiError, Code, invalid_argument
 from serving.httpserver import Request, Response, json_error
 from serving.input_contract import InputContract, add_flags
@@ -140,6 +141,7 @@ class RestApi:
         timeout_ms: Deadline for one inference request (`--rest_api_timeout_in_ms`); 0 for none.
         enable_cors: Add CORS headers to every answer (`--rest_api_enable_cors_support`).
         access_log: Where request lines go.
+        auth: Bearer-token policy; None serves everyone (the default, as TF Serving does).
     """
 
     def __init__(
@@ -151,7 +153,9 @@ class RestApi:
         timeout_ms: int = 30000,
         enable_cors: bool = False,
         access_log: AccessLog | None = None,
+        auth: AuthPolicy | None = None,
     ):
+        self.auth = auth
         self.manager = manager
         self.access_log = access_log or AccessLog(None)
         self.batcher = batcher
@@ -171,6 +175,10 @@ class RestApi:
 
     def __call__(self, request: Request) -> Response | asyncio.Future:
         """Answers one request: directly, or with a future for inference."""
+        if self.auth is not None and request.method != "OPTIONS":  # CORS preflights carry no credentials
+            denial = self._authorize(request)
+            if denial is not None:
+                return denial
         path = request.path
         if path == PROMETHEUS_PATH:
             return self._finish(
@@ -201,6 +209,29 @@ class RestApi:
         except ApiError as exc:
             return self._error(request, exc, label, None, route.verb)
         return self._run(request, route, label, job)
+
+    def _authorize(self, request: Request) -> Response | None:
+        path = request.path
+        model = None
+        if path == PROMETHEUS_PATH:
+            kind = auth.METRICS
+        elif _V1.fullmatch(path):
+            try:
+                route = parse_route(request.method, path)
+            except ApiError:
+                kind = auth.OTHER
+            else:
+                model = route.model
+                kind = route.verb if route.verb in (auth.STATUS, auth.METADATA) else auth.INFERENCE
+        else:
+            kind = auth.OTHER
+        denial = self.auth.check(request.headers.get("authorization"), kind, model)
+        if denial is None:
+            return None
+        response = json_error(denial.status, denial.message)
+        if denial.status == 401:
+            response.headers = (("WWW-Authenticate", 'Bearer realm="dxpipe"'),)
+        return self._finish(request, response, "", None, "auth")
 
     # ---------------------------------------------------------------------------------------- status, metadata
 

@@ -17,11 +17,13 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from serving.auth import AuthPolicy
 from serving.config import (
     BatchingOptions,
     ModelConfig,
@@ -142,6 +144,21 @@ def add_server_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         help="Values outside the schema's domain, for models that carry their schema: 400 (refuse) or an "
         "answer with an 'out_of_domain' list (flag).",
     )
+    own.add_argument(
+        "--auth_token_file",
+        default="",
+        help="JSON file of bearer-token digests and their models (python -m serving.auth new ...); "
+        "unset: no authentication, as in TF Serving.",
+    )
+    own.add_argument(
+        "--auth_public",
+        default="",
+        help="Comma-separated route kinds answered without a token: status, metadata, metrics (for probes).",
+    )
+    own.add_argument(
+        "--ssl_certfile", default="", help="PEM certificate chain: serve HTTPS (with --ssl_keyfile)."
+    )
+    own.add_argument("--ssl_keyfile", default="", help="PEM private key of --ssl_certfile.")
     own.add_argument("--access_log", default="-", help="'-' for stderr, a file path, or 'off'.")
     own.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -169,6 +186,8 @@ class ServerOptions:
         inter_op_threads: TensorFlow inter-op threads (-1: caller's thread).
         access_log: `-` (stderr), a file path, or `off`.
         out_of_domain: `refuse` or `flag` (models that carry their schema).
+        auth: Bearer-token policy (None: no authentication).
+        ssl_context: TLS for the REST port (None: plain HTTP).
     """
 
     models: tuple[ModelConfig, ...]
@@ -188,6 +207,8 @@ class ServerOptions:
     inter_op_threads: int = -1
     access_log: str = "off"
     out_of_domain: str = "refuse"
+    auth: AuthPolicy | None = None
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -269,7 +290,46 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         inter_op_threads=args.tensorflow_inter_op_parallelism,
         access_log=args.access_log,
         out_of_domain=args.out_of_domain,
+        auth=_auth_from_args(args),
+        ssl_context=_ssl_from_args(args),
     )
+
+
+def _auth_from_args(args: argparse.Namespace) -> AuthPolicy | None:
+    public = [p.strip() for p in args.auth_public.split(",") if p.strip()]
+    if not args.auth_token_file:
+        if public:
+            raise ServingError("--auth_public needs --auth_token_file (without it every route is public).")
+        return None
+    return AuthPolicy.load(args.auth_token_file, public)
+
+
+def _ssl_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.ssl_certfile and not args.ssl_keyfile:
+        return None
+    if not (args.ssl_certfile and args.ssl_keyfile):
+        raise ServingError("--ssl_certfile and --ssl_keyfile go together: set both to serve HTTPS.")
+    return tls_context(args.ssl_certfile, args.ssl_keyfile)
+
+
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2 or later) from PEM files.
+
+    Raises:
+        ServingError: A file cannot be read or the key does not match the certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise ServingError(f"Cannot read {exc.filename}: {exc.strerror}.") from None
+    except ssl.SSLError as exc:
+        raise ServingError(
+            f"--ssl_certfile {certfile} / --ssl_keyfile {keyfile} cannot be used: {exc.reason or exc}; "
+            "give the PEM certificate chain and its matching private key."
+        ) from None
+    return context
 
 
 class ModelServer:
@@ -321,6 +381,7 @@ class ModelServer:
             timeout_ms=options.timeout_ms,
             enable_cors=options.enable_cors,
             access_log=self.access_log,
+            auth=options.auth,
         )
         self.http = HttpServer(self.api, options.limits, on_tick=self._tick)
         self.port: int | None = None
@@ -332,9 +393,14 @@ class ModelServer:
     async def start(self) -> int:
         """Loads the initial versions, then listens; returns the bound port."""
         await self.manager.start()
-        self.port = await self.http.start(self.options.host, self.options.port)
+        self.port = await self.http.start(self.options.host, self.options.port, self.options.ssl_context)
         log.info(
-            "serving %s on http://%s:%d", ", ".join(self.manager.model_names()), self.options.host, self.port
+            "serving %s on %s://%s:%d%s",
+            ", ".join(self.manager.model_names()),
+            "https" if self.options.ssl_context else "http",
+            self.options.host,
+            self.port,
+            " (bearer tokens required)" if self.options.auth else "",
         )
         return self.port
 
@@ -367,7 +433,7 @@ class ServerThread:
         if self._error is not None:
             raise self._error
         self.port = self.server.port
-        self.url = f"http://{options.host}:{self.port}"
+        self.url = f"{'https' if options.ssl_context else 'http'}://{options.host}:{self.port}"
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
