@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--signature_name", default="", help="Signature to call (default serving_default).")
     predict.add_argument("--batch_size", type=int, default=256, help="CSV rows per request.")
     predict.add_argument("--timeout", type=float, default=30.0, help="Seconds per request.")
+    predict.add_argument(
+        "--token_file",
+        type=Path,
+        help="File holding a bearer token, for a server that requires one (a file keeps it out of `ps`).",
+    )
     predict.set_defaults(func=run_predict)
 
 
@@ -78,15 +82,9 @@ _FLOATS = ("DT_FLOAT", "DT_DOUBLE", "DT_HALF", "DT_BFLOAT16")
 _INTS = ("DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16", "DT_UINT32", "DT_UINT64")
 
 
-def _to_float(text: str) -> float:
-    # A blank cell is a missing measurement: NaN, which our models impute (at the training mean) and
-    # TF Serving's JSON parser accepts. `float("")` would reject the row instead.
-    return math.nan if not text.strip() else float(text)
-
-
 def _converter(name: str, dtype: str):
     if dtype in _FLOATS:
-        return _to_float
+        return float
     if dtype in _INTS:
         return int
     if dtype == "DT_BOOL":
@@ -124,6 +122,11 @@ def _csv_instances(path: Path, inputs: dict[str, dict]) -> Iterator[dict[str, An
             instance = {}
             for name, to_value in convert.items():
                 text = row[name]
+                if text is None or not text.strip():
+                    # A blank cell is a missing value: JSON null, which a model that carries its schema
+                    # imputes (serving/input_contract.py); NaN would be refused as a non-finite number.
+                    instance[name] = None
+                    continue
                 try:
                     instance[name] = to_value(text)
                 except (TypeError, ValueError):
@@ -152,7 +155,13 @@ def run_predict(args: argparse.Namespace) -> int:
     """`dxpipe predict`: prints one JSON line per prediction."""
     if args.batch_size < 1:
         raise ServingError(f"--batch_size={args.batch_size} must be at least 1.")
-    client = ServingClient(args.server, timeout=args.timeout)
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ServingError(f"cannot read --token_file {args.token_file}: {exc.strerror}.") from None
+    client = ServingClient(args.server, timeout=args.timeout, token=token)
     if args.csv is not None:
         signature = args.signature_name or "serving_default"
         signatures = client.signature_defs(args.model)

@@ -43,14 +43,22 @@ class ServingClient:
         base_url: e.g. `http://127.0.0.1:8501`.
         timeout: Seconds per HTTP request.
         session: A `requests.Session` to reuse (one is made otherwise).
+        token: A bearer token for a server started with `--auth_token_file`.
     """
 
     def __init__(
-        self, base_url: str = DEFAULT_URL, *, timeout: float = 30.0, session: requests.Session | None = None
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        timeout: float = 30.0,
+        session: requests.Session | None = None,
+        token: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = session or requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _model_path(self, model: str, version: int | None, label: str | None) -> str:
         if version is not None and label is not None:

@@ -116,6 +116,8 @@ def build_reference_model(
             logit = self.bias + tf.zeros_like(features[(numeric or list(categorical))[0]], dtype=tf.float32)
             if numeric:
                 stacked = tf.stack([tf.cast(features[n], tf.float32) for n in numeric], axis=1)
+                # Missing values (NaN) are imputed as 0, as dxpipe's models impute them (with the mean).
+                stacked = tf.where(tf.math.is_nan(stacked), tf.zeros_like(stacked), stacked)
                 logit += tf.linalg.matvec(stacked, self.weights)
             for name, vocab in categorical.items():
                 hits = tf.cast(
@@ -126,7 +128,7 @@ def build_reference_model(
             return probability, tf.cast(probability > 0.5, tf.int64)
 
         def _parse(self, serialized):
-            spec = {n: tf.io.FixedLenFeature([], tf.float32) for n in numeric}
+            spec = {n: tf.io.FixedLenFeature([], tf.float32, default_value=float("nan")) for n in numeric}
             spec.update({c: tf.io.FixedLenFeature([], tf.string, default_value="") for c in categorical})
             return tf.io.parse_example(serialized, spec)
 

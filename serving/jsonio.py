@@ -1,8 +1,11 @@
 """JSON in and out, with TF Serving's (rapidjson's) rules.
 
 Reading: TF Serving parses request bodies with rapidjson in iterative mode with `kParseNanAndInfFlag` and
-`kParseStopWhenDoneFlag`, so `NaN`/`Infinity` are accepted, nesting depth is unbounded and bytes after the root
-value are ignored. orjson agrees with rapidjson on everything else that matters here (integers above int64 become
+`kParseStopWhenDoneFlag`, so `NaN`/`Infinity` are accepted and bytes after the root value are ignored. Nesting
+is limited to `MAX_DEPTH` levels here (rapidjson's iterative mode has no limit, so a body of `[`s costs
+memory in proportion to its size): deep enough for any tensor TensorFlow can hold (rank 254, inside
+`instances` inside the root object), and checked before the containers are built, so a hostile body costs
+no more than itself. orjson agrees with rapidjson on everything else that matters here (integers above int64 become
 doubles, up to uint64 they stay integers, lone surrogates and overflowing doubles are errors), so it is the fast
 path; only a body orjson refuses goes to `_FallbackParser`, a small iterative parser that follows rapidjson's
 grammar and error messages.
@@ -28,6 +31,7 @@ import orjson
 from serving.errors import invalid_argument
 
 _MAX_DEBUG_BYTES = 256
+MAX_DEPTH = 1024  # orjson's own limit; the fallback parser applies the same one
 _INT64_MIN = -(1 << 63)
 _UINT64_MAX = (1 << 64) - 1
 
@@ -52,6 +56,8 @@ def parse_request_body(body: bytes) -> dict:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "recursion limit" in str(exc):
+            raise _too_deep(exc.pos) from None
         doc = _parse_refused_by_orjson(body, exc)
     if type(doc) is not dict:
         raise invalid_argument(f"JSON Value: {debug_string(doc)} Is not object")
@@ -90,6 +96,13 @@ def _parse_refused_by_orjson(body: bytes, exc: orjson.JSONDecodeError) -> object
             gc.enable()
 
 
+def _too_deep(offset: int) -> Exception:
+    return invalid_argument(
+        f"JSON Parse error: nesting deeper than {MAX_DEPTH} levels at offset: {offset} (no tensor needs more; "
+        "send each tensor as nested lists of its own rank)"
+    )
+
+
 def _stdlib_int(text: str) -> int | float:
     value = int(text)
     return value if _INT64_MIN <= value <= _UINT64_MAX else float(text)
@@ -109,7 +122,7 @@ _LONE_SURROGATE = re.compile(
 
 
 _WS = frozenset(b" \t\n\r")
-_OPEN_RUN = re.compile(rb"(?:\[[ \t\n\r]*)+")
+_OPEN_RUN = re.compile(rb"(?:\[[ \t\n\r]*){1,%d}" % (MAX_DEPTH + 1))
 _STR_PLAIN = re.compile(rb'[^"\\\x00-\x1f]*')
 _NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(\.[0-9]*)?([eE][+-]?[0-9]*)?")
 _ESCAPES = {
@@ -146,8 +159,8 @@ class _FallbackParser:
         i = self.ws(0)
         if i >= n:
             self.fail("The document is empty.", i)
-        # Each frame is [container, pending key]; nesting depth is limited by memory only, like rapidjson's
-        # iterative mode.
+        # Each frame is [container, pending key]. The depth is checked before a container is pushed, so a
+        # body of `[`s fails after MAX_DEPTH small lists, not after one list per byte.
         stack: list[list] = []
         while True:
             c = s[i] if i < n else 0
@@ -157,6 +170,8 @@ class _FallbackParser:
                     value: object = {}
                     i += 1
                 else:
+                    if len(stack) >= MAX_DEPTH:
+                        raise _too_deep(i)
                     key, i = self.member_name(i)
                     stack.append([{}, key])
                     continue
@@ -165,6 +180,8 @@ class _FallbackParser:
                 depth = m.group().count(b"[")
                 i = m.end()
                 empty_innermost = i < n and s[i] == 0x5D
+                if len(stack) + depth > MAX_DEPTH:
+                    raise _too_deep(m.start())
                 for _ in range(depth - 1 if empty_innermost else depth):
                     stack.append([[], None])
                 if not empty_innermost:

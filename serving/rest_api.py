@@ -23,9 +23,11 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from serving import tensors
+from serving import auth, tensors
+from serving.auth import AuthPolicy
 from serving.errors import ApiError, Code, invalid_argument
 from serving.httpserver import Request, Response, json_error
+from serving.input_contract import InputContract, add_flags
 from serving.jsonio import debug_string, encode_text, parse_request_body
 from serving.metrics import PROMETHEUS_PATH, AccessLog, Metrics
 
@@ -103,6 +105,32 @@ def parse_route(method: str, path: str) -> _Route:
     return _Route(name, version, label, verb)
 
 
+_FEATURES, _EXAMPLES = "features", "examples"
+
+
+def _contract_form(contract: InputContract | None, signature) -> str | None:
+    """How a signature takes the contract's features: by name, as serialized examples, or not at all."""
+    if contract is None:
+        return None
+    inputs = signature.inputs
+    if inputs.keys() == contract.names:
+        return _FEATURES
+    if len(inputs) == 1:
+        (info,) = inputs.values()
+        if info.dtype == tensors.DT_STRING and info.alias in ("examples", "inputs"):
+            return _EXAMPLES
+    return None
+
+
+def _check_examples_shape(doc: dict) -> None:
+    """TF Serving's errors for a classify/regress body without a usable `examples` list (model not needed)."""
+    if "context" in doc and type(doc["context"]) is not dict:
+        tensors.example_from_json(doc["context"])
+    examples = doc.get("examples")
+    if type(examples) is not list or not examples:
+        tensors.examples_from_request(doc)  # raises TF Serving's error for it
+
+
 class RestApi:
     """The request handler given to `serving.http.HttpServer`.
 
@@ -113,6 +141,7 @@ class RestApi:
         timeout_ms: Deadline for one inference request (`--rest_api_timeout_in_ms`); 0 for none.
         enable_cors: Add CORS headers to every answer (`--rest_api_enable_cors_support`).
         access_log: Where request lines go.
+        auth: Bearer-token policy; None serves everyone (the default, as TF Serving does).
     """
 
     def __init__(
@@ -124,7 +153,9 @@ class RestApi:
         timeout_ms: int = 30000,
         enable_cors: bool = False,
         access_log: AccessLog | None = None,
+        auth: AuthPolicy | None = None,
     ):
+        self.auth = auth
         self.manager = manager
         self.access_log = access_log or AccessLog(None)
         self.batcher = batcher
@@ -144,6 +175,10 @@ class RestApi:
 
     def __call__(self, request: Request) -> Response | asyncio.Future:
         """Answers one request: directly, or with a future for inference."""
+        if self.auth is not None and request.method != "OPTIONS":  # CORS preflights carry no credentials
+            denial = self._authorize(request)
+            if denial is not None:
+                return denial
         path = request.path
         if path == PROMETHEUS_PATH:
             return self._finish(
@@ -175,6 +210,29 @@ class RestApi:
             return self._error(request, exc, label, None, route.verb)
         return self._run(request, route, label, job)
 
+    def _authorize(self, request: Request) -> Response | None:
+        path = request.path
+        model = None
+        if path == PROMETHEUS_PATH:
+            kind = auth.METRICS
+        elif _V1.fullmatch(path):
+            try:
+                route = parse_route(request.method, path)
+            except ApiError:
+                kind = auth.OTHER
+            else:
+                model = route.model
+                kind = route.verb if route.verb in (auth.STATUS, auth.METADATA) else auth.INFERENCE
+        else:
+            kind = auth.OTHER
+        denial = self.auth.check(request.headers.get("authorization"), kind, model)
+        if denial is None:
+            return None
+        response = json_error(denial.status, denial.message)
+        if denial.status == 401:
+            response.headers = (("WWW-Authenticate", 'Bearer realm="dxpipe"'),)
+        return self._finish(request, response, "", None, "auth")
+
     # ---------------------------------------------------------------------------------------- status, metadata
 
     def _status(self, request: Request, route: _Route, label: str) -> Response:
@@ -205,15 +263,15 @@ class RestApi:
 
     # ---------------------------------------------------------------------------------------- inference
 
-    def _parse(self, body: bytes, verb: str) -> tuple[dict, str, object]:
+    @staticmethod
+    def _parse(body: bytes) -> tuple[dict, str]:
         doc = parse_request_body(body)
         signature_name = doc.get("signature_name", "")
         if type(signature_name) is not str:
             raise invalid_argument(
                 f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be a string value."
             )
-        examples = tensors.examples_from_request(doc) if verb != "predict" else None
-        return doc, signature_name, examples
+        return doc, signature_name
 
     def _resolve(self, route: _Route, signature_name: str):
         model = self.manager.lookup(route.model, route.version, route.label)
@@ -226,43 +284,69 @@ class RestApi:
         return model, signature
 
     @staticmethod
-    def _convert(route: _Route, doc: dict, signature, examples) -> tuple[dict, tuple[str, ...], Callable]:
+    def _convert(
+        route: _Route, doc: dict, signature, contract: InputContract | None
+    ) -> tuple[dict, tuple[str, ...], Callable]:
+        """Request body -> feeds, fetches and the renderer of the answer (contract checks included)."""
+        flags: list[dict] = []
         if route.verb == "predict":
             if not signature.inputs:
                 raise invalid_argument(
                     f"Failed to get input map for signature: {doc.get('signature_name') or 'DEFAULT'}"
                 )
             fmt = tensors.predict_format(doc)
+            form = _contract_form(contract, signature)
+            nulls: dict = {}
             if fmt == tensors.ROW:
-                feeds = tensors.instances_to_arrays(doc["instances"], signature)
+                instances = doc["instances"]
+                if form == _FEATURES:
+                    instances, nulls = contract.prepare_instances(instances)
+                feeds = tensors.instances_to_arrays(instances, signature)
                 render = tensors.row_response
             else:
-                feeds = tensors.inputs_to_arrays(doc["inputs"], signature)
+                inputs = doc["inputs"]
+                if form == _FEATURES:
+                    inputs, nulls = contract.prepare_columns(inputs)
+                feeds = tensors.inputs_to_arrays(inputs, signature)
                 render = tensors.columnar_response
             tensors.check_feed_shapes(feeds, signature)
+            if form == _FEATURES:
+                flags = contract.check_feeds(feeds, nulls)
+            elif form == _EXAMPLES:
+                (column,) = feeds.values()
+                if column.ndim == 1:
+                    flags = contract.check_serialized_examples(column)
             if not signature.outputs:
                 raise invalid_argument("Cannot convert empty tensor map to JSON")
+            if flags:
+                return feeds, tuple(signature.outputs), lambda outputs: add_flags(render(outputs), flags)
             return feeds, tuple(signature.outputs), render
+        if contract is not None and _contract_form(contract, signature) == _EXAMPLES:
+            doc, flags = contract.prepare_json_examples(doc)
+        examples = tensors.examples_from_request(doc)
         select = tensors.classify_fetches if route.verb == "classify" else tensors.regress_fetches
         alias, fetches = select(signature)
         feeds = {alias: np.array(examples, dtype=object)}
         count = len(examples)
-        if route.verb == "classify":
-            return feeds, tuple(fetches), lambda outputs: tensors.classify_response(outputs, count)
-        return feeds, tuple(fetches), lambda outputs: tensors.regress_response(outputs, count)
+        respond = tensors.classify_response if route.verb == "classify" else tensors.regress_response
+        return feeds, tuple(fetches), lambda outputs: add_flags(respond(outputs, count), flags)
 
     def _prepare(self, route: _Route, body: bytes):
-        doc, signature_name, examples = self._parse(body, route.verb)
+        doc, signature_name = self._parse(body)
+        if route.verb != "predict":
+            # TF Serving reads the examples before it looks the model up: keep its order of errors for
+            # bodies that cannot be examples at all (a contract only changes what valid examples may hold).
+            _check_examples_shape(doc)
         model, signature = self._resolve(route, signature_name)
-        feeds, fetches, render = self._convert(route, doc, signature, examples)
+        feeds, fetches, render = self._convert(route, doc, signature, getattr(model, "contract", None))
         return model, signature, feeds, fetches, render
 
     async def _infer_async(self, request: Request, route: _Route, label: str) -> Response:
         loop = asyncio.get_running_loop()
         try:
-            doc, signature_name, examples = await loop.run_in_executor(
-                self._parsers, self._parse, request.body, route.verb
-            )
+            doc, signature_name = await loop.run_in_executor(self._parsers, self._parse, request.body)
+            if route.verb != "predict":
+                _check_examples_shape(doc)
             model, signature = self._resolve(route, signature_name)
         except ApiError as exc:
             return self._error(request, exc, label, None, route.verb)
@@ -270,7 +354,7 @@ class RestApi:
         self.manager.acquire(model)
         try:
             feeds, fetches, render = await loop.run_in_executor(
-                self._parsers, self._convert, route, doc, signature, examples
+                self._parsers, self._convert, route, doc, signature, getattr(model, "contract", None)
             )
         except ApiError as exc:
             self.manager.release(model)

@@ -25,6 +25,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from serving import tensors
 from serving.errors import ApiError, Code
+from serving.input_contract import REFUSE, SCHEMA_ASSET, ContractError, InputContract
 
 log = logging.getLogger("dxpipe.serving")
 
@@ -43,6 +44,8 @@ class SessionOptions:
         intra_op_threads: `intra_op_parallelism_threads`; 0 lets TensorFlow choose.
         warmup: Run a warm-up request on a new version before it serves (`--enable_model_warmup`).
         warmup_iterations: Times each warm-up request runs (`--num_request_iterations_for_warmup`).
+        out_of_domain: What a version with an input contract does with values outside the schema's
+            domain: `refuse` or `flag` (`--out_of_domain`).
     """
 
     tags: tuple[str, ...] = ("serve",)
@@ -50,6 +53,7 @@ class SessionOptions:
     intra_op_threads: int = 0
     warmup: bool = True
     warmup_iterations: int = 1
+    out_of_domain: str = REFUSE
 
 
 def _tensor_info(alias: str, proto) -> tensors.TensorInfo:
@@ -86,6 +90,7 @@ class ModelVersion:
         signatures: Signatures by key.
         signature_def_map: The `SignatureDefMap` as proto3 JSON (snake_case, defaults printed), for metadata.
         refs: Requests holding this version (event-loop only); an unload waits for zero.
+        contract: The input contract the version carries (`assets.extra/dxpipe_schema.pbtxt`), or None.
     """
 
     def __init__(self, name: str, version: int, path: str, session: tf.compat.v1.Session, meta_graph):
@@ -108,6 +113,7 @@ class ModelVersion:
         self.calls = 0  # model calls run (a batch counts once)
         self.refs = 0
         self.closed = False
+        self.contract: InputContract | None = None
 
     def _callable(self, signature: tensors.Signature, fetches: tuple[str, ...]):
         key = (signature.key, fetches)
@@ -141,6 +147,12 @@ class ModelVersion:
             results = fn(*(feeds[a] for a in signature.inputs))
         except tf.errors.OpError as exc:
             raise _api_error(exc) from None
+        except UnicodeDecodeError as exc:
+            # TensorFlow raises this instead of the OpError when the kernel's message quotes input bytes that
+            # are not UTF-8 (say, junk sent as a serialized tf.Example): the message is about the client's
+            # bytes, so it is the client's error. Its bytes go back as they are, as TF Serving sends them.
+            message = exc.object if isinstance(exc.object, bytes) else bytes(exc.object)
+            raise ApiError(Code.INVALID_ARGUMENT, message.decode("utf-8", "surrogateescape")) from None
         return {alias: np.asarray(value) for alias, value in zip(fetches, results, strict=True)}
 
     def close(self) -> None:
@@ -176,6 +188,11 @@ def load_version(name: str, version: int, path: str, options: SessionOptions) ->
                 Code.NOT_FOUND if isinstance(exc, OSError) else Code.INVALID_ARGUMENT, str(exc)
             ) from None
     model = ModelVersion(name, version, path, session, meta_graph)
+    try:
+        model.contract = load_contract(path, options.out_of_domain)
+    except ContractError as exc:
+        model.close()
+        raise ApiError(Code.INVALID_ARGUMENT, str(exc)) from None
     if options.warmup:
         try:
             warm_up(model, options.warmup_iterations)
@@ -183,6 +200,21 @@ def load_version(name: str, version: int, path: str, options: SessionOptions) ->
             model.close()
             raise
     return model
+
+
+def load_contract(path: str, out_of_domain: str = REFUSE) -> InputContract | None:
+    """The input contract stored with a version, or None when it carries none.
+
+    Raises:
+        ContractError: The asset is there but is not a usable schema (the version must not serve).
+    """
+    asset = os.path.join(path, SCHEMA_ASSET)
+    try:
+        with tf.io.gfile.GFile(asset) as handle:
+            text = handle.read()
+    except tf.errors.NotFoundError:
+        return None
+    return InputContract.from_schema_text(text, asset, out_of_domain)
 
 
 def _synthetic_feeds(signature: tensors.Signature) -> dict[str, np.ndarray] | None:

@@ -17,11 +17,13 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from serving.auth import AuthPolicy
 from serving.config import (
     BatchingOptions,
     ModelConfig,
@@ -118,6 +120,12 @@ def add_server_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     own.add_argument("--max_enqueued_batches", type=int, default=BatchingOptions.max_enqueued_batches)
     own.add_argument("--rest_api_max_body_bytes", type=int, default=HttpLimits.max_body_bytes)
     own.add_argument(
+        "--rest_api_max_inflight_body_bytes",
+        type=int,
+        default=HttpLimits.max_inflight_body_bytes,
+        help="Request-body bytes the server holds at once, all connections together (503 beyond).",
+    )
+    own.add_argument(
         "--rest_api_read_timeout_seconds",
         type=float,
         default=HttpLimits.read_timeout,
@@ -129,6 +137,28 @@ def add_server_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         default=HttpLimits.idle_timeout,
         help="Keep-alive idle limit.",
     )
+    own.add_argument(
+        "--out_of_domain",
+        choices=["refuse", "flag"],
+        default="refuse",
+        help="Values outside the schema's domain, for models that carry their schema: 400 (refuse) or an "
+        "answer with an 'out_of_domain' list (flag).",
+    )
+    own.add_argument(
+        "--auth_token_file",
+        default="",
+        help="JSON file of bearer-token digests and their models (python -m serving.auth new ...); "
+        "unset: no authentication, as in TF Serving.",
+    )
+    own.add_argument(
+        "--auth_public",
+        default="",
+        help="Comma-separated route kinds answered without a token: status, metadata, metrics (for probes).",
+    )
+    own.add_argument(
+        "--ssl_certfile", default="", help="PEM certificate chain: serve HTTPS (with --ssl_keyfile)."
+    )
+    own.add_argument("--ssl_keyfile", default="", help="PEM private key of --ssl_certfile.")
     own.add_argument("--access_log", default="-", help="'-' for stderr, a file path, or 'off'.")
     own.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -155,6 +185,9 @@ class ServerOptions:
         intra_op_threads: TensorFlow intra-op threads.
         inter_op_threads: TensorFlow inter-op threads (-1: caller's thread).
         access_log: `-` (stderr), a file path, or `off`.
+        out_of_domain: `refuse` or `flag` (models that carry their schema).
+        auth: Bearer-token policy (None: no authentication).
+        ssl_context: TLS for the REST port (None: plain HTTP).
     """
 
     models: tuple[ModelConfig, ...]
@@ -173,6 +206,9 @@ class ServerOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = -1
     access_log: str = "off"
+    out_of_domain: str = "refuse"
+    auth: AuthPolicy | None = None
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -181,6 +217,12 @@ class ServerOptions:
             raise ServingError("Poll intervals cannot be negative.")
         if self.limits.max_body_bytes < 1:
             raise ServingError("--rest_api_max_body_bytes must be positive.")
+        if self.limits.max_inflight_body_bytes < self.limits.max_body_bytes:
+            raise ServingError(
+                f"--rest_api_max_inflight_body_bytes={self.limits.max_inflight_body_bytes} is below "
+                f"--rest_api_max_body_bytes={self.limits.max_body_bytes}: a request at the body limit could never "
+                "be received; raise it (default 256 MiB) or lower the body limit."
+            )
         if not self.models:
             raise ModelConfigError("No model to serve.")
 
@@ -237,6 +279,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         batching=batching,
         limits=HttpLimits(
             max_body_bytes=args.rest_api_max_body_bytes,
+            max_inflight_body_bytes=args.rest_api_max_inflight_body_bytes,
             read_timeout=args.rest_api_read_timeout_seconds,
             idle_timeout=args.rest_api_idle_timeout_seconds,
         ),
@@ -246,7 +289,47 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         intra_op_threads=args.tensorflow_intra_op_parallelism,
         inter_op_threads=args.tensorflow_inter_op_parallelism,
         access_log=args.access_log,
+        out_of_domain=args.out_of_domain,
+        auth=_auth_from_args(args),
+        ssl_context=_ssl_from_args(args),
     )
+
+
+def _auth_from_args(args: argparse.Namespace) -> AuthPolicy | None:
+    public = [p.strip() for p in args.auth_public.split(",") if p.strip()]
+    if not args.auth_token_file:
+        if public:
+            raise ServingError("--auth_public needs --auth_token_file (without it every route is public).")
+        return None
+    return AuthPolicy.load(args.auth_token_file, public)
+
+
+def _ssl_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.ssl_certfile and not args.ssl_keyfile:
+        return None
+    if not (args.ssl_certfile and args.ssl_keyfile):
+        raise ServingError("--ssl_certfile and --ssl_keyfile go together: set both to serve HTTPS.")
+    return tls_context(args.ssl_certfile, args.ssl_keyfile)
+
+
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2 or later) from PEM files.
+
+    Raises:
+        ServingError: A file cannot be read or the key does not match the certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise ServingError(f"Cannot read {exc.filename}: {exc.strerror}.") from None
+    except ssl.SSLError as exc:
+        raise ServingError(
+            f"--ssl_certfile {certfile} / --ssl_keyfile {keyfile} cannot be used: {exc.reason or exc}; "
+            "give the PEM certificate chain and its matching private key."
+        ) from None
+    return context
 
 
 class ModelServer:
@@ -274,6 +357,7 @@ class ModelServer:
                 intra_op_threads=options.intra_op_threads,
                 warmup=options.warmup,
                 warmup_iterations=options.warmup_iterations,
+                out_of_domain=options.out_of_domain,
             )
 
             def loader(name: str, version: int, path: str):
@@ -297,6 +381,7 @@ class ModelServer:
             timeout_ms=options.timeout_ms,
             enable_cors=options.enable_cors,
             access_log=self.access_log,
+            auth=options.auth,
         )
         self.http = HttpServer(self.api, options.limits, on_tick=self._tick)
         self.port: int | None = None
@@ -308,9 +393,14 @@ class ModelServer:
     async def start(self) -> int:
         """Loads the initial versions, then listens; returns the bound port."""
         await self.manager.start()
-        self.port = await self.http.start(self.options.host, self.options.port)
+        self.port = await self.http.start(self.options.host, self.options.port, self.options.ssl_context)
         log.info(
-            "serving %s on http://%s:%d", ", ".join(self.manager.model_names()), self.options.host, self.port
+            "serving %s on %s://%s:%d%s",
+            ", ".join(self.manager.model_names()),
+            "https" if self.options.ssl_context else "http",
+            self.options.host,
+            self.port,
+            " (bearer tokens required)" if self.options.auth else "",
         )
         return self.port
 
@@ -343,7 +433,7 @@ class ServerThread:
         if self._error is not None:
             raise self._error
         self.port = self.server.port
-        self.url = f"http://{options.host}:{self.port}"
+        self.url = f"{'https' if options.ssl_context else 'http'}://{options.host}:{self.port}"
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -32,6 +32,7 @@ model_config_list {{
   config {{ name: "dtypes" base_path: "{root}/dtypes" model_platform: "tensorflow" }}
   config {{ name: "examples" base_path: "{root}/examples" model_platform: "tensorflow" }}
   config {{ name: "wdbc" base_path: "{root}/wdbc" model_platform: "tensorflow" }}
+  config {{ name: "clinic" base_path: "{root}/clinic" model_platform: "tensorflow" }}
   config {{ name: "broken" base_path: "{root}/broken" model_platform: "tensorflow" }}
   config {{ name: "empty" base_path: "{root}/empty" model_platform: "tensorflow" }}
 }}
@@ -58,6 +59,7 @@ def model_store(tmp_path_factory) -> ModelStore:
     serving_models.dtypes_model(str(root / "dtypes" / "1"))
     serving_models.examples_model(str(root / "examples" / "1"))
     serving_models.wdbc(str(root / "wdbc" / "7"))
+    serving_models.clinic(str(root / "clinic" / "1"))
     (root / "wdbc" / ".incoming-8-123").mkdir()  # a staging directory: ignored
     (root / "wdbc" / "notaversion").mkdir()
     serving_models.half_plus(str(root / "broken" / "1"), 2.0)

@@ -168,3 +168,27 @@ def wdbc(path: str, bias: float = 0.0) -> str:
     from serving.contract import build_reference_model
 
     return build_reference_model(path, WDBC_NUMERIC, WDBC_CATEGORICAL, bias=bias, seed=1)
+
+
+def clinic_schema_text() -> str:
+    """A curated schema for the reference model's features: domains like the real WDBC schema's."""
+    parts = [
+        f'feature {{ name: "{name}" type: FLOAT float_domain {{ min: 0.0 max: 100.0 }} '
+        "presence { min_fraction: 1.0 } }"
+        for name in WDBC_NUMERIC
+    ]
+    for name, vocabulary in WDBC_CATEGORICAL.items():
+        values = " ".join(f'value: "{v}"' for v in vocabulary)
+        parts.append(f'feature {{ name: "{name}" type: BYTES domain: "{name}" }}')
+        parts.append(f'string_domain {{ name: "{name}" {values} }}')
+    parts.append('feature { name: "label" type: INT int_domain { min: 0 max: 1 } }')
+    return "\n".join(parts) + "\n"
+
+
+def clinic(path: str) -> str:
+    """The reference model carrying its schema: the input contract applies (serving/input_contract.py)."""
+    from serving.input_contract import write_schema_asset
+
+    wdbc(path)
+    write_schema_asset(path, clinic_schema_text())
+    return path

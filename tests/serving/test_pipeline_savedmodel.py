@@ -30,6 +30,7 @@ from serving import cli
 from serving.client import ServingClient
 from serving.config import single_model_config
 from serving.contract import contract_problems
+from serving.input_contract import write_schema_asset
 from serving.savedmodel import read_signatures
 from serving.server import ServerOptions, ServerThread
 from tests.helpers import rows_to_examples, split
@@ -104,6 +105,8 @@ def trained(tmp_path_factory, default_cfg) -> Trained:
     base_path = tmp_path_factory.mktemp("pipeline_models") / "wdbc"
     version_dir = base_path / "1"
     result.model.save(str(version_dir))
+    # As the Trainer's export is to: the version carries its schema, so serving enforces it.
+    write_schema_asset(str(version_dir), Path(schema_path).read_text())
 
     held_out_text = "\n".join([header, *held_out_lines])
     records = list(csv.DictReader(io.StringIO(held_out_text)))
@@ -280,19 +283,25 @@ def test_concurrent_single_rows_are_batched_without_mixing_answers(trained, serv
     np.testing.assert_allclose(probability, trained.probability[: len(rows)], rtol=0, atol=ATOL)
 
 
-def test_a_missing_measurement_sent_as_nan_is_imputed(trained, http, served):
+def test_a_missing_measurement_sent_as_null_is_imputed_and_nan_is_refused(trained, http, served):
     rows = [dict(row) for row in trained.rows[:3]]
-    rows[0]["mean_radius"] = float("nan")  # sent as the bare NaN token
+    rows[0]["mean_radius"] = None
     response = post(http, served, MODEL + ":predict", {"instances": rows})
     assert response.status_code == 200, response.text
     probability = [p["probability"] for p in response.json()["predictions"]]
     loaded = tf.saved_model.load(str(trained.version_dir))
+    rows[0]["mean_radius"] = float("nan")  # what the model receives for null, and imputes
     columns = _columns(rows, trained.feature_names)
     expected = loaded.signatures[RAW_SIGNATURE](**{k: tf.constant(v) for k, v in columns.items()})
     np.testing.assert_allclose(probability, expected["probability"].numpy(), rtol=0, atol=ATOL)
     assert np.all(np.isfinite(probability))
-    # The imputed row is scored differently from the complete one, so the NaN really reached the model.
+    # The imputed row is scored differently from the complete one, so the missing value really reached
+    # the model as one.
     assert abs(probability[0] - trained.probability[0]) > ATOL
+    # The bare NaN token is a number that is not finite: refused, as the data gate refuses it.
+    refused = post(http, served, MODEL + ":predict", {"instances": rows})
+    assert refused.status_code == 400
+    assert "'mean_radius' is NaN" in refused.json()["error"]
 
 
 # ------------------------------------------------------------------------------------------------ classify
@@ -341,14 +350,15 @@ def _error_cases():
             ":predict",
             lambda row: {"instances": [_without(row, "worst_area")]},
             400,
-            ["Failed to process element: 0 of 'instances' list", "keys must be equal to:", "worst_area"],
+            # The model carries its schema: the contract's error, naming the feature and the fix.
+            ["instance 0: missing feature(s) 'worst_area'", "with null for a value that is unknown"],
             id="row-missing-feature",
         ),
         pytest.param(
             ":predict",
             lambda row: {"inputs": {k: [v] for k, v in _without(row, "worst_area").items()}},
             400,
-            ["Missing named input: worst_area in 'inputs' object."],
+            ["inputs: missing feature(s) 'worst_area'"],
             id="columnar-missing-feature",
         ),
         pytest.param(

@@ -3,6 +3,7 @@ and do not grow its memory."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import gc
@@ -16,12 +17,26 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-MODELS = ["half_plus_two", "multi", "dtypes", "examples", "wdbc", "nope", "broken"]
+MODELS = ["half_plus_two", "multi", "dtypes", "examples", "wdbc", "clinic", "nope", "broken"]
 SIGNATURES = [
     "", "serving_default", "float", "int64", "uint8", "bool", "string", "matrix", "any_shape", "scalar_out",
     "fixed_out", "no_inputs", "regress_x_to_y", "classify_classes", "from_examples", "classification", "nope",
 ]  # fmt: skip
-KEYS = ["x", "a", "b", "n", "tag", "flag", "b64", "inputs", "examples", "radius_mean", "site", "zz"]
+KEYS = [
+    "x",
+    "a",
+    "b",
+    "n",
+    "tag",
+    "flag",
+    "b64",
+    "inputs",
+    "examples",
+    "radius_mean",
+    "texture_mean",
+    "site",
+    "zz",
+]
 
 scalars = st.one_of(
     st.none(),
@@ -30,6 +45,8 @@ scalars = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=8),
     st.builds(lambda s: {"b64": s}, st.text(alphabet="ABCDab+/=!", max_size=8)),
+    # Valid base64 of arbitrary bytes: junk where a serialized tf.Example is expected.
+    st.builds(lambda b: {"b64": base64.b64encode(b).decode()}, st.binary(max_size=40)),
 )
 values = st.recursive(
     scalars,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from serving.errors import ApiError
-from serving.jsonio import debug_string, decimal_tokens, parse_request_body
+from serving.jsonio import MAX_DEPTH, debug_string, decimal_tokens, parse_request_body
 
 
 @pytest.mark.parametrize(
@@ -37,14 +37,18 @@ def test_accepted_documents(body, expected):
         assert repr(doc) == repr(expected)
 
 
-def test_arbitrarily_deep_nesting():
-    depth = 100_000
-    doc = parse_request_body(b'{"x": ' + b"[" * depth + b"]" * depth + b', "y": [[[1]], {"z": [[]]}]}')
+@pytest.mark.parametrize("tail", [b"", b', "n": NaN'], ids=["orjson", "fallback-parser"])
+def test_nesting_is_limited_to_max_depth(tail):
+    # The root object is level 1: 1023 arrays inside it are 1024 levels, the limit.
+    depth = MAX_DEPTH - 1
+    doc = parse_request_body(b'{"x": ' + b"[" * depth + b"]" * depth + tail + b', "y": [[[1]], {"z": [[]]}]}')
     assert doc["y"] == [[[1]], {"z": [[]]}]
     node, levels = doc["x"], 1
     while node:
         node, levels = node[0], levels + 1
     assert levels == depth
+    with pytest.raises(ApiError, match=f"nesting deeper than {MAX_DEPTH} levels"):
+        parse_request_body(b'{"x": ' + b"[" * (depth + 1) + b"]" * (depth + 1) + tail + b"}")
 
 
 @pytest.mark.parametrize(
