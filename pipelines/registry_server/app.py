@@ -383,6 +383,15 @@ def _set_reviewer(grant: bool) -> Callable[[Guard], Response]:
             return _error(
                 400, "INVALID_PARAMETER_VALUE", f"'user' must name an existing MLflow user, got {user!r}."
             )
+        # MLflow's own permission check still runs after dxpipe's: removing the champion alias, deleting or
+        # renaming needs MANAGE on the registered model, so a reviewer holds MANAGE on all of them.
+        if grant:
+            auth.store.grant_user_permission(user, "registered_model", "*", "MANAGE")
+        else:
+            try:
+                auth.store.revoke_user_resource_permission(user, "registered_model", "*")
+            except Exception:  # noqa: BLE001 - no such grant: nothing to revoke; the role is what dxpipe checks.
+                _logger.info("dxpipe: %s held no wildcard registered_model grant", user)
         changed = guard.records.set_reviewer(user, grant, actor.user or "")
         return jsonify({"user": user, "is_reviewer": grant, "changed": changed})
 

@@ -213,6 +213,8 @@ class Deployment:
             f"admin_password = {self.secrets['admin_password']}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             "grant_default_workspace_access = true\n"
+            "# One worker (see server_command): password changes and deletions invalidate its cache at once.\n"
+            "auth_cache_ttl_seconds = 60\n"
         )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
