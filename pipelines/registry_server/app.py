@@ -203,10 +203,15 @@ class Guard:
         actor = self.actor(user)
         message_class, check = self.checks[endpoint]
         try:
-            from mlflow.server.handlers import _get_request_message
+            from mlflow.server.handlers import _get_normalized_request_json, _get_request_message
+            from mlflow.utils.proto_json_utils import parse_dict
 
             # MLflow's own parser: the guard reads the request exactly as the handler will.
             message = _get_request_message(message_class())
+            if request.method != "GET":
+                # MLflow keeps a partially parsed message when the JSON does not fit the proto (the
+                # handler's schema rejects it later); the guard must not decide on a partial parse.
+                parse_dict(_get_normalized_request_json(request), message_class())
         except Exception as exc:  # noqa: BLE001 - any unparsable body is refused (fail closed).
             outcome = Outcome(endpoint.strip("_"), Decision(False, f"malformed request: {exc}", 400))
         else:
