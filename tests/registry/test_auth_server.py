@@ -438,3 +438,110 @@ def test_a_malformed_body_on_a_guarded_route_is_refused(auth_server):
     )
     assert got.status_code in (400, 403)
     assert "malformed request" in got.text or "INVALID_PARAMETER_VALUE" in got.text
+
+
+# --- `dxpipe approve` against the authenticated server -----------------------------------------------------
+@pytest.fixture
+def server_cfg(auth_server, tmp_path, monkeypatch):
+    """A dxpipe tracking config on the shared server (MLflow work in-process: it is the server that counts)."""
+    from pipelines.mlflow_store import TrackingConfig
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    return TrackingConfig(
+        workdir=str(tmp_path / "wd"),
+        tracking_uri=auth_server.url,
+        http_max_retries=1,
+        http_timeout_s=60,
+        worker_process=False,
+    )
+
+
+def as_user(monkeypatch, user: str) -> None:
+    """Sends the MLflow client's requests as `user` (the basic-auth variables MLflow's client reads)."""
+    from tests.registry.auth_server import password
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password(user))
+
+
+def served_versions(cfg, model: str) -> list[int]:
+    from components.serving_pusher.core import list_versions
+
+    return list_versions(cfg.resolved().production_path(model))
+
+
+def registered(cfg, fixtures, monkeypatch, user: str) -> tuple[str, str]:
+    """A version of a fresh model that passed the gate, registered by `user` through dxpipe's registry code."""
+    from tests.registry.support import GOOD, register
+
+    as_user(monkeypatch, user)
+    model = f"wdbc-{uuid.uuid4().hex[:8]}"
+    version = register(cfg, fixtures, "good", GOOD, author=user, model_name=model)
+    assert version.passed, version.failures
+    return model, version.version
+
+
+def test_dxpipe_approve_by_a_data_scientist_is_refused_by_the_server(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    from pipelines import promotion
+    from pipelines.errors import DxpipeError
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    as_user(monkeypatch, "bob")
+    # bob names a reviewer on the command line; the server knows it is bob.
+    with pytest.raises(DxpipeError, match=r"'bob' is not a reviewer"):
+        promotion.approve(server_cfg, model, version, "rita", "looks fine")
+    assert served_versions(server_cfg, model) == []
+    _, aliases = version_view(auth_server, model, version)
+    assert "champion" not in aliases
+    refusal = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"]
+    assert [(e["user"], e["allowed"], e["status"]) for e in refusal] == [("bob", False, 403)]
+
+
+def test_the_authors_own_dxpipe_approve_is_refused_by_the_server(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    from pipelines import promotion
+    from pipelines.errors import DxpipeError
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "rick")  # rick trains and reviews
+    # Free text cannot launder it: rick claims to be rita; the server authenticated rick.
+    with pytest.raises(DxpipeError, match=r"reviewer 'rick' is an author of this version"):
+        promotion.approve(server_cfg, model, version, "rita", "my own model")
+    assert served_versions(server_cfg, model) == []
+    entry = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"][-1]
+    assert (entry["user"], entry["allowed"]) == ("rick", False) and "four-eyes" in entry["reason"]
+
+
+def test_a_reviewers_dxpipe_approve_succeeds_and_the_server_records_the_authenticated_identities(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    from pipelines import promotion
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    as_user(monkeypatch, "rita")
+    record = promotion.approve(server_cfg, model, version, "rita", "reviewed ROC and slices")
+    assert record.production_version == 1 and served_versions(server_cfg, model) == [1]
+    tags, aliases = version_view(auth_server, model, version)
+    assert aliases["champion"] == version and tags["approval.status"] == "approved"
+    assert tags["dxpipe.author"] == "alice"
+    entries = auth_server.audit(model=model)
+    by_action = {(e["action"], e["detail"]): e for e in entries if e["allowed"]}
+    assert by_action[("create_model_version", None)]["user"] == "alice"
+    assert by_action[("set_alias", "champion")]["user"] == "rita"
+    assert by_action[("set_alias", "champion")]["status"] == 200
+    assert "not an author (alice)" in by_action[("set_alias", "champion")]["reason"]
+    approval_tags = [
+        e for e in entries if e["action"] == "set_version_tag" and e["detail"].startswith("approval.")
+    ]
+    assert approval_tags and {e["user"] for e in approval_tags} == {"rita"}
+    assert all(e["allowed"] and e["status"] == 200 for e in approval_tags)
+    provenance = _ok(
+        auth_server.call(
+            "GET", "/dxpipe/model-versions/provenance", "bob", params={"name": model, "version": version}
+        )
+    )
+    assert (provenance["created_by"], provenance["champion_set_by"]) == ("alice", "rita")
+    assert promotion.status(server_cfg, model).consistent
