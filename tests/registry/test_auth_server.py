@@ -545,3 +545,60 @@ def test_a_reviewers_dxpipe_approve_succeeds_and_the_server_records_the_authenti
     )
     assert (provenance["created_by"], provenance["champion_set_by"]) == ("alice", "rita")
     assert promotion.status(server_cfg, model).consistent
+
+
+def test_dxpipe_approve_cli_refused_by_the_server_is_one_error_line(
+    auth_server, server_cfg, fixtures, monkeypatch, capsys
+):
+    from pipelines import registry_cli
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    as_user(monkeypatch, "bob")
+    capsys.readouterr()  # registration's own log lines
+    argv = ["approve", model, version, "--reviewer", "rita", "--note", "ok"]
+    code = registry_cli.main([*argv, "--tracking-uri", auth_server.url, "--workdir", server_cfg.workdir])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dxpipe: error: ") and err.count("\n") == 1
+    assert "'bob' is not a reviewer" in err and "Traceback" not in err
+    assert served_versions(server_cfg, model) == []
+
+
+def test_an_approval_in_the_mlflow_ui_is_checked_and_attributed_like_dxpipe_approve(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    """The UI calls /ajax-api/2.0: the same guard answers, and `dxpipe sync` then serves the approved version."""
+    from pipelines import promotion
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    alias = {"name": model, "alias": "champion", "version": version}
+    tag = {"name": model, "version": version, "key": "approval.reviewer"}
+    # alice (the author) tries it in the UI: both the approval tag and the alias are refused.
+    assert (
+        auth_server.call(
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            "alice",
+            prefix="/ajax-api/2.0",
+            json={**tag, "value": "rita"},
+        ).status_code
+        == 403
+    )
+    assert auth_server.call("POST", ALIAS, "alice", prefix="/ajax-api/2.0", json=alias).status_code == 403
+    # rita approves in the UI.
+    _ok(
+        auth_server.call(
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            "rita",
+            prefix="/ajax-api/2.0",
+            json={**tag, "value": "rita"},
+        )
+    )
+    _ok(auth_server.call("POST", ALIAS, "rita", prefix="/ajax-api/2.0", json=alias))
+    as_user(monkeypatch, "rita")
+    assert promotion.sync_ui_alias(server_cfg, model).action == "promoted"
+    assert served_versions(server_cfg, model) == [1]
+    champion = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"]
+    # alice refused, rita's UI approval, then sync (run by rita) re-asserting the alias it promoted.
+    assert [(e["user"], e["allowed"]) for e in champion][:2] == [("alice", False), ("rita", True)]
+    assert {e["user"] for e in champion if e["allowed"]} == {"rita"}
