@@ -5,7 +5,8 @@ Everything lives in one directory (`make mlflow-server` uses `.dxpipe/mlflow-ser
     pg/                 the PostgreSQL cluster (Debian's postgresql package; databases `mlflow` and
                         `mlflow_auth`), listening on 127.0.0.1 only, password (SCRAM) authentication
     artifacts/          run artifacts, proxied by the server (`--artifacts-destination`)
-    auth.ini            MLflow's basic-auth config: `database_uri` = the `mlflow_auth` database
+    auth.ini            MLflow's basic-auth config: `database_uri` = the `mlflow_auth` database (mode 0600)
+    pgpass              libpq's password file (mode 0600), so no URI carries the database password
     secrets.json        generated once: PostgreSQL and admin passwords, the Flask secret key (mode 0600)
     server.json         where it runs: the tracking URI, PIDs, ports (written when the server is up)
 
@@ -103,10 +104,18 @@ class Deployment:
         return json.loads(path.read_text())
 
     def database_uri(self, database: str) -> str:
-        """A SQLAlchemy URI for one of the cluster's databases."""
-        return (
-            f"postgresql://{PG_USER}:{self.secrets['postgres_password']}@127.0.0.1:{self.pg_port}/{database}"
-        )
+        """A SQLAlchemy URI for one of the cluster's databases, without the password (libpq reads `pgpass`)."""
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.pg_port}/{database}"
+
+    @property
+    def pgpass(self) -> Path:
+        """The libpq password file (0600): the password never appears in a URI, a command line or `ps`."""
+        path = self.root / "pgpass"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"127.0.0.1:*:*:{PG_USER}:{self.secrets['postgres_password']}\n")
+        return path
 
     # PostgreSQL ---------------------------------------------------------------------------------------
     def start_postgres(self) -> None:
@@ -168,7 +177,7 @@ class Deployment:
             self._createdb(bindir, database)
 
     def _createdb(self, bindir: Path, database: str) -> None:
-        env = {**os.environ, "PGPASSWORD": self.secrets["postgres_password"]}
+        env = {**os.environ, "PGPASSFILE": str(self.pgpass)}
         cmd = [
             str(bindir / "createdb"),
             "-h",
@@ -229,6 +238,7 @@ class Deployment:
             **os.environ,
             "MLFLOW_AUTH_CONFIG_PATH": str(self.write_auth_config()),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets["flask_secret_key"],
+            "PGPASSFILE": str(self.pgpass),
             # The job runner (huey) is not used by dxpipe; off keeps the server to one process tree.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
@@ -244,7 +254,7 @@ class Deployment:
             "--port",
             str(self.port),
             "--backend-store-uri",
-            self.database_uri("mlflow"),
+            self.database_uri("mlflow"),  # no password in it: `ps` shows this line to every local user
             "--artifacts-destination",
             str(self.root / "artifacts"),
             "--workers",
@@ -334,6 +344,10 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """`start` runs the server in the foreground; `add-user` creates a user on a running one."""
     parser = argparse.ArgumentParser(
@@ -351,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     try:
         if args.command == "start":
+            # Ctrl-C, `kill` or a closed terminal all stop the server *and* PostgreSQL (see `finally`).
+            signal.signal(signal.SIGTERM, _interrupt)
+            signal.signal(signal.SIGHUP, _interrupt)
             deployment = Deployment(root, port=args.port)
             deployment.start()
             _say(

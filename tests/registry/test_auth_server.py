@@ -602,3 +602,40 @@ def test_an_approval_in_the_mlflow_ui_is_checked_and_attributed_like_dxpipe_appr
     # alice refused, rita's UI approval, then sync (run by rita) re-asserting the alias it promoted.
     assert [(e["user"], e["allowed"]) for e in champion][:2] == [("alice", False), ("rita", True)]
     assert {e["user"] for e in champion if e["allowed"]} == {"rita"}
+
+
+# --- the deployment users run (`make mlflow-server` / `make mlflow-user`) -----------------------------------
+def test_add_user_command_creates_a_reviewer_on_the_running_server(auth_server, capsys):
+    import requests
+
+    from pipelines.registry_server import deploy
+
+    root = auth_server.deployment.root
+    assert deploy.main(["add-user", str(root), "dr-mensah", "--reviewer"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("user dr-mensah (reviewer); password: ")
+    secret = out.rsplit(": ", 1)[1].strip()
+    got = requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=("dr-mensah", secret), timeout=30)
+    assert got.json() == {"user": "dr-mensah", "is_reviewer": True, "is_admin": False}
+
+
+def test_deployment_keeps_secrets_out_of_command_lines_and_world_readable_files(auth_server):
+    deployment = auth_server.deployment
+    cmd, env = deployment.server_command()
+    secret = deployment.secrets["postgres_password"]
+    assert not any(secret in part for part in cmd) and env["PGPASSFILE"] == str(deployment.pgpass)
+    for name in ("secrets.json", "auth.ini", "pgpass"):
+        assert (deployment.root / name).stat().st_mode & 0o077 == 0, name
+    assert secret not in (deployment.root / "auth.ini").read_text()
+    # Loopback only, both PostgreSQL and MLflow.
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    conf = (deployment.pgdata / "postmaster.opts").read_text()
+    assert "listen_addresses=127.0.0.1" in conf
+
+
+def test_add_user_without_a_running_server_is_one_error_line(tmp_path, capsys):
+    from pipelines.registry_server import deploy
+
+    assert deploy.main(["add-user", str(tmp_path), "alice"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dxpipe: error: ") and err.count("\n") == 1 and "server.json" in err
