@@ -142,7 +142,7 @@ def test_register_gate_approve_rollback_over_http(server, http_cfg, fixtures):
     bad = register(cfg, fixtures, "bad", BAD, author="alice", blessed=False)
     assert http.get_model_version("wdbc", bad.version).tags["gate"] == "failed"
     with pytest.raises(
-        promotion.GateFailedError, match=r"failed the gate and can never become the served champion"
+        promotion.GateFailedError, match=r"fails the gate re-derived from its evidence and can never become"
     ):
         promotion.approve(cfg, "wdbc", bad.version, who("bob"), "")
 
@@ -158,14 +158,14 @@ def test_register_gate_approve_rollback_over_http(server, http_cfg, fixtures):
     # A champion alias set on the failed version "in the UI" (through the REST API) is refused.
     http.set_model_version_tag("wdbc", bad.version, "approval.reviewer", "dave")
     http.set_registered_model_alias("wdbc", "champion", bad.version)
-    assert promotion.sync_ui_alias(cfg, "wdbc").action == "refused"
+    assert promotion.sync_ui_alias(cfg, "wdbc", who("ops")).action == "refused"
     assert registry.aliases_of(http, "wdbc")["champion"] == better.version
 
     rolled = promotion.rollback(cfg, "wdbc", who("dave"), "site B")
     assert (rolled.version, rolled.production_version) == (first.version, 3)
     report = promotion.status(cfg, "wdbc")
     assert report.consistent and report.champion == first.version and report.production.version == 3
-    assert [r.event for r in report.recent] == ["refuse", "approve", "approve", "refuse", "rollback"]
+    assert [r.event for r in report.recent] == ["approve", "register", "approve", "refuse", "rollback"]
 
 
 def registry_policy():
