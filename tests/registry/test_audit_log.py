@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -27,7 +28,7 @@ def lines(log: PromotionLog) -> list[str]:
 def test_records_are_chained(log):
     records = log.records()
     assert [r.seq for r in records] == [1, 2, 3, 4]
-    assert records[0].prev == "" and all(b.prev == a.hash for a, b in zip(records, records[1:]))
+    assert records[0].prev == "" and all(b.prev == a.hash for a, b in itertools.pairwise(records))
     assert log.verify() == []
     assert champion_history(records) == ["1", "2"]
 

@@ -23,7 +23,7 @@ from pipelines.redact import redact_uri
         ("ALICE\u200b", "alice"),  # zero-width space
         ("al\u00adice", "alice"),  # soft hyphen
         ("\u202ealice\u202c", "alice"),  # bidi override
-        ("ａｌｉｃｅ", "alice"),  # full-width forms (NFKC)
+        ("\uff41\uff4c\uff49\uff43\uff45", "alice"),  # full-width forms (NFKC)
         ("Straße", "strasse"),  # casefold, not lower
         ("\ufeffbob\t", "bob"),
     ],
