@@ -10,8 +10,11 @@ LOCK_DIGEST := $(shell cat requirements.lock requirements-data.lock setup.py Mak
 STAMP := $(VENV)/.dxpipe-$(LOCK_DIGEST)
 DXPIPE := $(VENV)/bin/dxpipe
 ARGS ?=
+# The shared, authenticated MLflow server (PostgreSQL + basic auth + dxpipe's approval rules).
+MLFLOW_SERVER_DIR ?= .dxpipe/mlflow-server
+MLFLOW_PORT ?= 5000
 
-.PHONY: setup run test lint bench lock clean
+.PHONY: setup run test lint bench lock clean mlflow-server mlflow-user
 
 setup: $(STAMP)
 
@@ -40,6 +43,15 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/python -m bench.pipeline_bench
+
+# Shared MLflow server on 127.0.0.1:$(MLFLOW_PORT), in the foreground (Ctrl-C stops it and PostgreSQL).
+mlflow-server: setup
+	$(VENV)/bin/python -m pipelines.registry_server.deploy start $(MLFLOW_SERVER_DIR) --port $(MLFLOW_PORT)
+
+# A user on the running server: make mlflow-user NAME=alice [REVIEWER=1]; prints the generated password.
+mlflow-user: setup
+	@test -n "$(NAME)" || { echo "error: NAME is required: make mlflow-user NAME=alice [REVIEWER=1]"; exit 2; }
+	$(VENV)/bin/python -m pipelines.registry_server.deploy add-user $(MLFLOW_SERVER_DIR) $(NAME) $(if $(REVIEWER),--reviewer)
 
 # Re-resolve the lock after editing requirements.in (needs PyPI).
 lock: setup

@@ -19,5 +19,9 @@ setup(
         "schemas": ["*/schema.pbtxt", "README.md"],
         "serving": ["k8s/*.yaml"],
     },
-    entry_points={"console_scripts": ["dxpipe=pipelines.cli:console_main"]},
+    entry_points={
+        "console_scripts": ["dxpipe=pipelines.cli:console_main"],
+        # `mlflow server --app-name dxpipe`: MLflow's basic-auth app plus dxpipe's approval rules.
+        "mlflow.app": ["dxpipe=pipelines.registry_server.app:create_app"],
+    },
 )

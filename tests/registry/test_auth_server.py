@@ -1,0 +1,641 @@
+"""The tamper suite against the authenticated PostgreSQL server (`mlflow server --app-name dxpipe`).
+
+Every case goes through real HTTP to the real server (basic auth, PostgreSQL backend and auth store) and
+checks three things: the server's answer, the registry afterwards (nothing changed), and the server's
+audit table (the attempt is recorded with the authenticated user and the reason).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.registry.auth_server import AuthServer, auth_server_fixture  # noqa: F401 - the session fixture
+
+ALIAS = "/mlflow/registered-models/alias"
+PREFIXES = ("/api/2.0", "/ajax-api/2.0")
+
+
+def _ok(response):
+    assert response.ok, f"{response.status_code}: {response.text}"
+    return response.json()
+
+
+def new_version(
+    server: AuthServer, user: str, *, run_user: str | None = None, tags: dict[str, str] | None = None
+) -> tuple[str, str, str]:
+    """A fresh registered model with one version created by `user` from a run created by `run_user`."""
+    model = f"m-{uuid.uuid4().hex[:10]}"
+    run_user = run_user or user
+    experiment = server.call(
+        "GET", "/mlflow/experiments/get-by-name", run_user, params={"experiment_name": "tamper"}
+    )
+    if experiment.status_code == 404:
+        exp_id = _ok(server.call("POST", "/mlflow/experiments/create", run_user, json={"name": "tamper"}))[
+            "experiment_id"
+        ]
+    else:
+        exp_id = _ok(experiment)["experiment"]["experiment_id"]
+    run_id = _ok(
+        server.call(
+            "POST",
+            "/mlflow/runs/create",
+            run_user,
+            json={"experiment_id": exp_id, "tags": [{"key": "mlflow.user", "value": "someone-else"}]},
+        )
+    )["run"]["info"]["run_id"]
+    _ok(server.call("POST", "/mlflow/registered-models/create", user, json={"name": model}))
+    body = {
+        "name": model,
+        "source": f"runs:/{run_id}/model",
+        "run_id": run_id,
+        "tags": [
+            {"key": k, "value": v} for k, v in (tags or {"gate": "failed", "gate.fail.auc": "0.57"}).items()
+        ],
+    }
+    version = _ok(server.call("POST", "/mlflow/model-versions/create", user, json=body))["model_version"][
+        "version"
+    ]
+    return model, str(version), run_id
+
+
+def version_view(server: AuthServer, model: str, version: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(tags, aliases) of a version as the registry holds them."""
+    mv = _ok(
+        server.call("GET", "/mlflow/model-versions/get", "admin", params={"name": model, "version": version})
+    )
+    rm = _ok(server.call("GET", "/mlflow/registered-models/get", "admin", params={"name": model}))
+    tags = {t["key"]: t["value"] for t in mv["model_version"].get("tags", [])}
+    aliases = {a["alias"]: a["version"] for a in rm["registered_model"].get("aliases", [])}
+    return tags, aliases
+
+
+def last_audit(server: AuthServer, model: str) -> dict:
+    return server.audit(model=model)[-1]
+
+
+# --- identity ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("user", "reviewer", "admin"),
+    [("alice", False, False), ("rita", True, False), ("rick", True, False), ("admin", False, True)],
+)
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_whoami_answers_the_authenticated_user_and_role(auth_server, user, reviewer, admin, prefix):
+    got = _ok(auth_server.call("GET", "/dxpipe/whoami", user, prefix=prefix))
+    assert got == {"user": user, "is_reviewer": reviewer, "is_admin": admin}
+
+
+@pytest.mark.parametrize(
+    "credentials", [None, ("alice", "wrong-password-123"), ("mallory", "no-such-user-12")]
+)
+def test_whoami_without_valid_credentials_is_401(auth_server, credentials):
+    import requests
+
+    got = requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=credentials, timeout=30)
+    assert got.status_code == 401 and "WWW-Authenticate" in got.headers
+
+
+def test_only_an_admin_grants_the_reviewer_role_and_it_is_audited(auth_server):
+    refused = auth_server.call("POST", "/dxpipe/reviewers/grant", "rita", json={"user": "alice"})
+    assert refused.status_code == 403 and "only an MLflow admin" in refused.text
+    assert not _ok(auth_server.call("GET", "/dxpipe/whoami", "alice"))["is_reviewer"]
+    denied = [e for e in auth_server.audit(action="grant_reviewer") if not e["allowed"]]
+    assert denied and denied[-1]["user"] == "rita" and denied[-1]["detail"] == "alice"
+    unknown = auth_server.call("POST", "/dxpipe/reviewers/grant", "admin", json={"user": "nobody-here"})
+    assert unknown.status_code == 400 and "existing MLflow user" in unknown.text
+    assert _ok(auth_server.call("GET", "/dxpipe/reviewers", "alice"))["reviewers"] == ["rick", "rita"]
+
+
+# --- creators are recorded by the server, not claimed by the client -------------------------------------
+def test_the_server_records_and_writes_the_authenticated_author(auth_server):
+    # alice registers a version claiming rita wrote it; the run (created by bob) claims someone else.
+    model, version, run_id = new_version(
+        auth_server, "alice", run_user="bob", tags={"gate": "passed", "dxpipe.author": "rita"}
+    )
+    tags, _ = version_view(auth_server, model, version)
+    assert tags["dxpipe.author"] == "alice"
+    run = _ok(auth_server.call("GET", "/mlflow/runs/get", "admin", params={"run_id": run_id}))["run"]
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["dxpipe.author"] == "bob"
+    provenance = _ok(
+        auth_server.call(
+            "GET", "/dxpipe/model-versions/provenance", "rita", params={"name": model, "version": version}
+        )
+    )
+    assert provenance["created_by"] == "alice" and provenance["run_created_by"] == "bob"
+    assert provenance["authors"] == ["alice", "bob"] and provenance["champion_set_by"] is None
+    created = [e for e in auth_server.audit(model=model) if e["action"] == "create_model_version"]
+    assert created[-1]["user"] == "alice" and created[-1]["version"] == version
+
+
+def test_provenance_of_an_unknown_version_is_404(auth_server):
+    got = auth_server.call(
+        "GET", "/dxpipe/model-versions/provenance", "rita", params={"name": "nope", "version": "1"}
+    )
+    assert got.status_code == 404 and "cannot be established" in got.text
+
+
+# --- the champion alias ------------------------------------------------------------------------------
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize(
+    ("who", "status", "reason"),
+    [
+        ("alice", 403, "'alice' is not a reviewer"),  # a data scientist (not the author)
+        ("bob", 403, "'bob' is not a reviewer"),  # the author, a data scientist
+        ("rick", 403, "reviewer 'rick' is an author"),  # the author, a reviewer
+        (None, 401, "needs an authenticated MLflow user"),  # no credentials
+        ("admin", 403, "'admin' is not a reviewer"),  # admins are not exempt
+    ],
+)
+def test_champion_alias_set_through_the_rest_api_is_refused_and_recorded(
+    auth_server, prefix, who, status, reason
+):
+    author = "rick" if who == "rick" else "bob"
+    model, version, _ = new_version(auth_server, author, tags={"gate": "passed"})
+    got = auth_server.call(
+        "POST", ALIAS, who, prefix=prefix, json={"name": model, "alias": "champion", "version": version}
+    )
+    assert got.status_code == status and reason in got.json()["message"]
+    assert "champion" not in version_view(auth_server, model, version)[1]
+    entry = last_audit(auth_server, model)
+    assert (entry["action"], entry["allowed"], entry["status"], entry["user"]) == (
+        "set_alias",
+        False,
+        status,
+        who,
+    )
+    assert entry["version"] == version and reason in entry["reason"]
+
+
+def test_wrong_password_is_refused_as_anonymous_and_recorded(auth_server):
+    import requests
+
+    model, version, _ = new_version(auth_server, "bob", tags={"gate": "passed"})
+    got = requests.post(
+        f"{auth_server.url}/api/2.0{ALIAS}",
+        json={"name": model, "alias": "champion", "version": version},
+        auth=("rita", "not-ritas-password"),
+        timeout=30,
+    )
+    assert got.status_code == 401
+    entry = last_audit(auth_server, model)
+    assert entry["user"] is None and entry["status"] == 401 and not entry["allowed"]
+
+
+@pytest.mark.parametrize("alias", ["Champion", "champion\u200b"])
+def test_a_look_alike_of_the_champion_alias_is_refused(auth_server, alias):
+    model, version, _ = new_version(auth_server, "bob", tags={"gate": "passed"})
+    got = auth_server.call("POST", ALIAS, "rita", json={"name": model, "alias": alias, "version": version})
+    assert got.status_code == 403 and "imitates 'champion'" in got.text
+    assert version_view(auth_server, model, version)[1] == {}
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_a_reviewer_who_is_not_an_author_sets_champion_and_the_server_records_who(auth_server, prefix):
+    model, version, _ = new_version(auth_server, "alice", run_user="bob", tags={"gate": "passed"})
+    got = auth_server.call(
+        "POST", ALIAS, "rita", prefix=prefix, json={"name": model, "alias": "champion", "version": version}
+    )
+    assert got.ok, got.text
+    assert version_view(auth_server, model, version)[1] == {"champion": version}
+    entry = last_audit(auth_server, model)
+    assert (entry["action"], entry["allowed"], entry["status"], entry["user"]) == (
+        "set_alias",
+        True,
+        200,
+        "rita",
+    )
+    assert "not an author (alice, bob)" in entry["reason"]
+    provenance = _ok(
+        auth_server.call(
+            "GET", "/dxpipe/model-versions/provenance", "alice", params={"name": model, "version": version}
+        )
+    )
+    assert provenance["champion_set_by"] == "rita"
+
+    # Removing it: a data scientist cannot, a reviewer can; both recorded.
+    refused = auth_server.call(
+        "DELETE", ALIAS, "alice", prefix=prefix, json={"name": model, "alias": "champion"}
+    )
+    assert refused.status_code == 403 and version_view(auth_server, model, version)[1] == {
+        "champion": version
+    }
+    assert (
+        _ok(
+            auth_server.call(
+                "DELETE", ALIAS, "rick", prefix=prefix, json={"name": model, "alias": "champion"}
+            )
+        )
+        == {}
+    )
+    assert version_view(auth_server, model, version)[1] == {}
+    removals = [
+        (e["user"], e["allowed"], e["version"]) for e in auth_server.audit(model=model, action="delete_alias")
+    ]
+    assert removals == [("alice", False, version), ("rick", True, version)]
+
+
+def test_a_failed_mlflow_handler_is_recorded_with_its_status(auth_server):
+    model, version, _ = new_version(auth_server, "alice", tags={"gate": "passed"})
+    got = auth_server.call("POST", ALIAS, "rita", json={"name": model, "alias": "champion", "version": "99"})
+    assert got.status_code == 403  # the server has no creator for version 99: four-eyes cannot be checked
+    # An accepted request that MLflow then rejects keeps MLflow's status in the audit row.
+    auth_server.call("POST", ALIAS, "rita", json={"name": model, "alias": "champion", "version": version})
+    deleted = auth_server.call(
+        "DELETE", "/mlflow/model-versions/delete", "rita", json={"name": model, "version": version}
+    )
+    assert deleted.ok
+    again = auth_server.call("DELETE", ALIAS, "rita", json={"name": model, "alias": "champion"})
+    entry = last_audit(auth_server, model)
+    assert entry["action"] == "delete_alias" and entry["allowed"] and entry["status"] == again.status_code
+
+
+# --- tags -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize(
+    ("method", "path", "body", "who", "reason"),
+    [
+        # gate=passed on a failed version, by its author and by a reviewer
+        (
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            {"key": "gate", "value": "passed"},
+            "alice",
+            "gate evidence",
+        ),
+        (
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            {"key": "gate", "value": "passed"},
+            "rita",
+            "gate evidence",
+        ),
+        # failure tags deleted
+        ("DELETE", "/mlflow/model-versions/delete-tag", {"key": "gate.fail.auc"}, "alice", "gate evidence"),
+        # metric tags forged
+        (
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            {"key": "metric.auc", "value": "0.99"},
+            "alice",
+            "gate evidence",
+        ),
+        # author tag edited
+        (
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            {"key": "dxpipe.author", "value": "carol"},
+            "alice",
+            "written by the server",
+        ),
+        (
+            "DELETE",
+            "/mlflow/model-versions/delete-tag",
+            {"key": "dxpipe.author"},
+            "rita",
+            "written by the server",
+        ),
+        # approval tags by a data scientist, by the author, without credentials
+        (
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            {"key": "approval.reviewer", "value": "rita"},
+            "bob",
+            "not a reviewer",
+        ),
+        (
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            {"key": "approval.status", "value": "approved"},
+            "alice",
+            "not a reviewer",
+        ),
+        (
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            {"key": "approval.status", "value": "approved"},
+            None,
+            "authenticated",
+        ),
+    ],
+)
+def test_protected_version_tags_are_refused_and_recorded(
+    auth_server, prefix, method, path, body, who, reason
+):
+    model, version, _ = new_version(auth_server, "alice")
+    before = version_view(auth_server, model, version)
+    got = auth_server.call(method, path, who, prefix=prefix, json={"name": model, "version": version, **body})
+    assert got.status_code in (401, 403) and reason in got.json()["message"]
+    assert version_view(auth_server, model, version) == before
+    entry = last_audit(auth_server, model)
+    assert not entry["allowed"] and entry["user"] == who and entry["detail"] == body["key"]
+
+
+def test_the_authors_own_approval_tag_is_refused_and_a_reviewers_accepted(auth_server):
+    model, version, _ = new_version(auth_server, "rick", tags={"gate": "passed"})
+    tag = {"name": model, "version": version, "key": "approval.reviewer", "value": "rick"}
+    refused = auth_server.call("POST", "/mlflow/model-versions/set-tag", "rick", json=tag)
+    assert refused.status_code == 403 and "is an author" in refused.text
+    assert (
+        _ok(auth_server.call("POST", "/mlflow/model-versions/set-tag", "rita", json={**tag, "value": "rita"}))
+        == {}
+    )
+    assert version_view(auth_server, model, version)[0]["approval.reviewer"] == "rita"
+
+
+def test_free_tags_stay_editable_by_data_scientists(auth_server):
+    model, version, _ = new_version(auth_server, "alice")
+    tag = {"name": model, "version": version, "key": "note", "value": "looked at the ROC"}
+    assert _ok(auth_server.call("POST", "/mlflow/model-versions/set-tag", "bob", json=tag)) == {}
+    assert version_view(auth_server, model, version)[0]["note"] == "looked at the ROC"
+
+
+def test_an_approval_cannot_be_smuggled_in_at_registration(auth_server):
+    with pytest.raises(AssertionError, match="approval tags"):
+        new_version(auth_server, "alice", tags={"gate": "passed", "approval.status": "approved"})
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/mlflow/runs/set-tag", {"key": "dxpipe.author", "value": "carol"}),
+        ("/mlflow/runs/set-tag", {"key": "mlflow.user", "value": "carol"}),
+        ("/mlflow/runs/delete-tag", {"key": "dxpipe.author"}),
+        (
+            "/mlflow/runs/log-batch",
+            {"tags": [{"key": "ok", "value": "1"}, {"key": "dxpipe.author", "value": "carol"}]},
+        ),
+    ],
+)
+def test_run_identity_tags_cannot_be_edited(auth_server, path, body):
+    _, _, run_id = new_version(auth_server, "alice")
+    got = auth_server.call("POST", path, "alice", json={"run_id": run_id, **body})
+    assert got.status_code == 403 and "written by the server" in got.text
+    run = _ok(auth_server.call("GET", "/mlflow/runs/get", "admin", params={"run_id": run_id}))["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["dxpipe.author"] == "alice" and "ok" not in tags
+
+
+# --- reviewer-only registry changes ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "extra", "action"),
+    [
+        ("DELETE", "/mlflow/model-versions/delete", {"version": "1"}, "delete_model_version"),
+        ("DELETE", "/mlflow/registered-models/delete", {}, "delete_registered_model"),
+        ("POST", "/mlflow/registered-models/rename", {"new_name": "renamed"}, "rename_registered_model"),
+        (
+            "POST",
+            "/mlflow/model-versions/transition-stage",
+            {"version": "1", "stage": "Production", "archive_existing_versions": False},
+            "transition_stage",
+        ),
+        (
+            "POST",
+            "/mlflow/registered-models/set-tag",
+            {"key": "policy.four_eyes", "value": "false"},
+            "set_model_tag",
+        ),
+    ],
+)
+def test_reviewer_only_registry_changes_are_refused_for_data_scientists(
+    auth_server, method, path, extra, action
+):
+    model, version, _ = new_version(auth_server, "alice")
+    got = auth_server.call(method, path, "bob", json={"name": model, **extra})
+    assert got.status_code == 403
+    assert version_view(auth_server, model, version)[0]["gate"] == "failed"  # still there, unchanged
+    entry = last_audit(auth_server, model)
+    assert (entry["action"], entry["user"], entry["allowed"]) == (action, "bob", False)
+
+
+def test_a_reviewer_renames_and_the_authors_follow_the_model(auth_server):
+    model, version, _ = new_version(auth_server, "alice")
+    new = f"{model}-renamed"
+    _ok(
+        auth_server.call(
+            "POST", "/mlflow/registered-models/rename", "rita", json={"name": model, "new_name": new}
+        )
+    )
+    provenance = _ok(
+        auth_server.call(
+            "GET", "/dxpipe/model-versions/provenance", "rita", params={"name": new, "version": version}
+        )
+    )
+    assert provenance["created_by"] == "alice"
+    refused = auth_server.call(
+        "POST", ALIAS, "alice", json={"name": new, "alias": "champion", "version": version}
+    )
+    assert refused.status_code == 403
+
+
+def test_a_malformed_body_on_a_guarded_route_is_refused(auth_server):
+    got = auth_server.call(
+        "POST",
+        ALIAS,
+        "rita",
+        data=b'{"name": ["x"], "alias": {"champion": 1}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert got.status_code in (400, 403)
+    assert "malformed request" in got.text or "INVALID_PARAMETER_VALUE" in got.text
+
+
+# --- `dxpipe approve` against the authenticated server -----------------------------------------------------
+@pytest.fixture
+def server_cfg(auth_server, tmp_path, monkeypatch):
+    """A dxpipe tracking config on the shared server (MLflow work in-process: it is the server that counts)."""
+    from pipelines.mlflow_store import TrackingConfig
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+    return TrackingConfig(
+        workdir=str(tmp_path / "wd"),
+        tracking_uri=auth_server.url,
+        http_max_retries=1,
+        http_timeout_s=60,
+        worker_process=False,
+    )
+
+
+def as_user(monkeypatch, user: str) -> None:
+    """Sends the MLflow client's requests as `user` (the basic-auth variables MLflow's client reads)."""
+    from tests.registry.auth_server import password
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password(user))
+
+
+def served_versions(cfg, model: str) -> list[int]:
+    from components.serving_pusher.core import list_versions
+
+    return list_versions(cfg.resolved().production_path(model))
+
+
+def registered(cfg, fixtures, monkeypatch, user: str) -> tuple[str, str]:
+    """A version of a fresh model that passed the gate, registered by `user` through dxpipe's registry code."""
+    from tests.registry.support import GOOD, register
+
+    as_user(monkeypatch, user)
+    model = f"wdbc-{uuid.uuid4().hex[:8]}"
+    version = register(cfg, fixtures, "good", GOOD, author=user, model_name=model)
+    assert version.passed, version.failures
+    return model, version.version
+
+
+def test_dxpipe_approve_by_a_data_scientist_is_refused_by_the_server(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    from pipelines import promotion
+    from pipelines.errors import DxpipeError
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    as_user(monkeypatch, "bob")
+    # bob names a reviewer on the command line; the server knows it is bob.
+    with pytest.raises(DxpipeError, match=r"'bob' is not a reviewer"):
+        promotion.approve(server_cfg, model, version, "rita", "looks fine")
+    assert served_versions(server_cfg, model) == []
+    _, aliases = version_view(auth_server, model, version)
+    assert "champion" not in aliases
+    refusal = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"]
+    assert [(e["user"], e["allowed"], e["status"]) for e in refusal] == [("bob", False, 403)]
+
+
+def test_the_authors_own_dxpipe_approve_is_refused_by_the_server(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    from pipelines import promotion
+    from pipelines.errors import DxpipeError
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "rick")  # rick trains and reviews
+    # Free text cannot launder it: rick claims to be rita; the server authenticated rick.
+    with pytest.raises(DxpipeError, match=r"reviewer 'rick' is an author of this version"):
+        promotion.approve(server_cfg, model, version, "rita", "my own model")
+    assert served_versions(server_cfg, model) == []
+    entry = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"][-1]
+    assert (entry["user"], entry["allowed"]) == ("rick", False) and "four-eyes" in entry["reason"]
+
+
+def test_a_reviewers_dxpipe_approve_succeeds_and_the_server_records_the_authenticated_identities(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    from pipelines import promotion
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    as_user(monkeypatch, "rita")
+    record = promotion.approve(server_cfg, model, version, "rita", "reviewed ROC and slices")
+    assert record.production_version == 1 and served_versions(server_cfg, model) == [1]
+    tags, aliases = version_view(auth_server, model, version)
+    assert aliases["champion"] == version and tags["approval.status"] == "approved"
+    assert tags["dxpipe.author"] == "alice"
+    entries = auth_server.audit(model=model)
+    by_action = {(e["action"], e["detail"]): e for e in entries if e["allowed"]}
+    assert by_action[("create_model_version", None)]["user"] == "alice"
+    assert by_action[("set_alias", "champion")]["user"] == "rita"
+    assert by_action[("set_alias", "champion")]["status"] == 200
+    assert "not an author (alice)" in by_action[("set_alias", "champion")]["reason"]
+    approval_tags = [
+        e for e in entries if e["action"] == "set_version_tag" and e["detail"].startswith("approval.")
+    ]
+    assert approval_tags and {e["user"] for e in approval_tags} == {"rita"}
+    assert all(e["allowed"] and e["status"] == 200 for e in approval_tags)
+    provenance = _ok(
+        auth_server.call(
+            "GET", "/dxpipe/model-versions/provenance", "bob", params={"name": model, "version": version}
+        )
+    )
+    assert (provenance["created_by"], provenance["champion_set_by"]) == ("alice", "rita")
+    assert promotion.status(server_cfg, model).consistent
+
+
+def test_dxpipe_approve_cli_refused_by_the_server_is_one_error_line(
+    auth_server, server_cfg, fixtures, monkeypatch, capsys
+):
+    from pipelines import registry_cli
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    as_user(monkeypatch, "bob")
+    capsys.readouterr()  # registration's own log lines
+    argv = ["approve", model, version, "--reviewer", "rita", "--note", "ok"]
+    code = registry_cli.main([*argv, "--tracking-uri", auth_server.url, "--workdir", server_cfg.workdir])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dxpipe: error: ") and err.count("\n") == 1
+    assert "'bob' is not a reviewer" in err and "Traceback" not in err
+    assert served_versions(server_cfg, model) == []
+
+
+def test_an_approval_in_the_mlflow_ui_is_checked_and_attributed_like_dxpipe_approve(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    """The UI calls /ajax-api/2.0: the same guard answers, and `dxpipe sync` then serves the approved version."""
+    from pipelines import promotion
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    alias = {"name": model, "alias": "champion", "version": version}
+    tag = {"name": model, "version": version, "key": "approval.reviewer"}
+    # alice (the author) tries it in the UI: both the approval tag and the alias are refused.
+    assert (
+        auth_server.call(
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            "alice",
+            prefix="/ajax-api/2.0",
+            json={**tag, "value": "rita"},
+        ).status_code
+        == 403
+    )
+    assert auth_server.call("POST", ALIAS, "alice", prefix="/ajax-api/2.0", json=alias).status_code == 403
+    # rita approves in the UI.
+    _ok(
+        auth_server.call(
+            "POST",
+            "/mlflow/model-versions/set-tag",
+            "rita",
+            prefix="/ajax-api/2.0",
+            json={**tag, "value": "rita"},
+        )
+    )
+    _ok(auth_server.call("POST", ALIAS, "rita", prefix="/ajax-api/2.0", json=alias))
+    as_user(monkeypatch, "rita")
+    assert promotion.sync_ui_alias(server_cfg, model).action == "promoted"
+    assert served_versions(server_cfg, model) == [1]
+    champion = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"]
+    # alice refused, rita's UI approval, then sync (run by rita) re-asserting the alias it promoted.
+    assert [(e["user"], e["allowed"]) for e in champion][:2] == [("alice", False), ("rita", True)]
+    assert {e["user"] for e in champion if e["allowed"]} == {"rita"}
+
+
+# --- the deployment users run (`make mlflow-server` / `make mlflow-user`) -----------------------------------
+def test_add_user_command_creates_a_reviewer_on_the_running_server(auth_server, capsys):
+    import requests
+
+    from pipelines.registry_server import deploy
+
+    root = auth_server.deployment.root
+    assert deploy.main(["add-user", str(root), "dr-mensah", "--reviewer"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("user dr-mensah (reviewer); password: ")
+    secret = out.rsplit(": ", 1)[1].strip()
+    got = requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=("dr-mensah", secret), timeout=30)
+    assert got.json() == {"user": "dr-mensah", "is_reviewer": True, "is_admin": False}
+
+
+def test_deployment_keeps_secrets_out_of_command_lines_and_world_readable_files(auth_server):
+    deployment = auth_server.deployment
+    cmd, env = deployment.server_command()
+    secret = deployment.secrets["postgres_password"]
+    assert not any(secret in part for part in cmd) and env["PGPASSFILE"] == str(deployment.pgpass)
+    for name in ("secrets.json", "auth.ini", "pgpass"):
+        assert (deployment.root / name).stat().st_mode & 0o077 == 0, name
+    assert secret not in (deployment.root / "auth.ini").read_text()
+    # Loopback only, both PostgreSQL and MLflow.
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    conf = (deployment.pgdata / "postmaster.opts").read_text()
+    assert "listen_addresses=127.0.0.1" in conf
+
+
+def test_add_user_without_a_running_server_is_one_error_line(tmp_path, capsys):
+    from pipelines.registry_server import deploy
+
+    assert deploy.main(["add-user", str(tmp_path), "alice"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dxpipe: error: ") and err.count("\n") == 1 and "server.json" in err
