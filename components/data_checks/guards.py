@@ -37,7 +37,6 @@ _ID_WORDS = {
     "ssn",
     "nhs",
     "encounter",
-    "visit",
 }
 _ID_FIX = (
     "list the column in the dataset's `drop_columns`; if it names the patient (several rows per "
@@ -60,6 +59,17 @@ def _float(text: str) -> float | None:
     except ValueError:
         return None
     return None if value != value else value  # NaN is "not measured", not a value
+
+
+# Words that name a person rather than a row: such a column with repeated values is a grouping key.
+PATIENT_WORDS = {"patient", "patientid", "mrn", "subject", "ssn", "nhs", "person", "pid"}
+
+
+def names_patient(name: str, values: Sequence[str]) -> bool:
+    """True when a column's name names a person and some value repeats (several rows per patient)."""
+    present = [v for v in values if v]
+    words = set(name.split("_"))
+    return bool(words & PATIENT_WORDS or name in ("id", "pid")) and len(set(present)) < len(present)
 
 
 def identifier_evidence(name: str, values: Sequence[str], max_unique_fraction: float) -> str | None:
@@ -168,20 +178,6 @@ def check_columns(
             continue
         values = [row[index] for _, row in every]
         examples = tuple((line, row[index]) for line, row in every[:limit] if row[index])
-        evidence = identifier_evidence(column, values, max_unique_fraction)
-        if evidence:
-            findings.append(
-                Finding(
-                    column,
-                    all_splits,
-                    "a feature that describes the patient, not the row",
-                    f"an identifier-like column: {evidence}",
-                    _ID_FIX.format(column=column) + _ALLOW_HINT,
-                    examples,
-                    len(values),
-                )
-            )
-            continue
         fmt = date_format(values)
         if fmt:
             findings.append(
@@ -192,6 +188,20 @@ def check_columns(
                     f"dates (format {fmt})",
                     f"use it for a temporal split with `split: {{order_by: {column}}}` (validation on "
                     "the most recent patients), or list it in the dataset's `drop_columns`",
+                    examples,
+                    len(values),
+                )
+            )
+            continue
+        evidence = identifier_evidence(column, values, max_unique_fraction)
+        if evidence:
+            findings.append(
+                Finding(
+                    column,
+                    all_splits,
+                    "a feature that describes the patient, not the row",
+                    f"an identifier-like column: {evidence}",
+                    _ID_FIX.format(column=column) + _ALLOW_HINT,
                     examples,
                     len(values),
                 )
