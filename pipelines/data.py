@@ -28,7 +28,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from components.data_checks.dates import date_format, parse
+from components.data_checks.dates import best_format, date_format, parse
 from pipelines.config import LABEL_DROP, DatasetConfig
 from pipelines.errors import DataError
 from schemas.naming import LABEL, feature_name, resolve
@@ -225,7 +225,7 @@ def _lines(lines: list[int], limit: int = 10) -> str:
 def _dates(values: list[str], lines: list[int], column: str, origin: str) -> list[datetime.datetime]:
     fmt = date_format(values, min_fraction=1.0)
     if fmt is None:
-        known = date_format(values)
+        known = best_format(values)
         bad = [n for n, v in zip(lines, values, strict=True) if known is None or parse(v, known) is None]
         example = next((v for v in values if known is None or parse(v, known) is None), "")
         raise DataError(

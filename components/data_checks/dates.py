@@ -48,3 +48,10 @@ def date_format(values: Sequence[str], min_fraction: float = 0.9) -> str | None:
         if sum(parse(v, fmt) is not None for v in sample) >= min_fraction * len(sample):
             return fmt
     return None
+
+
+def best_format(values: Sequence[str]) -> str | None:
+    """Returns the format that reads the most values (at least one), to name the rows it cannot read."""
+    counts = {fmt: sum(parse(v, fmt) is not None for v in values if v.strip()) for fmt in FORMATS}
+    fmt = max(counts, key=counts.get)
+    return fmt if counts[fmt] else None
