@@ -44,10 +44,12 @@ def schema_path(schema_dir: str | Path, *, must_exist: bool = True) -> Path:
     directory = Path(schema_dir)
     if must_exist and not directory.is_dir():
         raise SchemaFileError(
-            f"schema_dir {directory} does not exist; create it with `dxpipe schema draft` or fix "
+            f"directory {directory} does not exist; create it with `dxpipe schema draft` or fix "
             "`schema_dir` (a relative path is relative to the YAML file that names it)."
         )
     path = directory / SCHEMA_FILE
+    if must_exist and path.exists() and not path.is_file():
+        raise SchemaFileError(f"cannot read {path}: it is not a regular file; put the schema text there.")
     if must_exist and not path.is_file():
         raise SchemaFileError(
             f"{path} does not exist; write a first schema with `dxpipe schema draft` and review it."
@@ -85,6 +87,34 @@ def read_schema(path: str | Path) -> tuple[schema_pb2.Schema, str]:
         raise SchemaFileError(
             f"{path} is not a valid schema ({err}); fix that line or re-draft it with `dxpipe schema draft`."
         ) from None
-    if not schema.feature:
-        raise SchemaFileError(f"{path} defines no feature; re-draft it with `dxpipe schema draft`.")
+    check_contract(schema, path)
     return schema, hashlib.sha256(raw).hexdigest()
+
+
+def check_contract(schema: schema_pb2.Schema, path: str | Path) -> None:
+    """Checks what the trainer and serving need of a schema: a 0/1 `label`, a vocabulary per category.
+
+    Raises:
+        SchemaFileError: Naming the feature and the fix.
+    """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    names = [f.name for f in schema.feature]
+    if "label" not in names:
+        raise SchemaFileError(
+            f"{path} has no feature named 'label' (features: {', '.join(names) or 'none'}); the label column "
+            "is always called `label` in the schema, whatever the CSV calls it."
+        )
+    domains = {d.name for d in schema.string_domain if d.value}
+    for feature in schema.feature:
+        if feature.type == schema_pb2.BYTES and not (
+            feature.string_domain.value or (feature.domain and feature.domain in domains)
+        ):
+            raise SchemaFileError(
+                f"{path}: feature {feature.name!r} is BYTES without a string domain listing its categories; "
+                "add one (the model one-hot encodes exactly those values)."
+            )
+        if feature.type == schema_pb2.TYPE_UNKNOWN:
+            raise SchemaFileError(
+                f"{path}: feature {feature.name!r} has no type; set type: INT, FLOAT or BYTES."
+            )
