@@ -43,6 +43,10 @@ _ID_FIX = (
     "patient), use it as `split: {{group_by: {column}}}` instead, which keeps each patient in one split and "
     "never uses the column as a feature"
 )
+_PATIENT_FIX = (
+    "use it as `split: {{group_by: {column}}}`, which keeps each patient's rows in one split and never uses "
+    "the column as a feature (or list it in `drop_columns` if the rows are independent)"
+)
 _ALLOW_HINT = (
     f"; if it truly is a clinical feature, annotate it in the schema after review: annotation {{ tag: "
     f'"{ALLOW_TAG}" comment: "<why, reviewed by whom>" }}'
@@ -195,13 +199,17 @@ def check_columns(
             continue
         evidence = identifier_evidence(column, values, max_unique_fraction)
         if evidence:
+            patient = names_patient(column, values)
+            if patient:
+                repeated = len(values) - len(set(values))
+                evidence += f"; {repeated} row(s) repeat an earlier value (one patient, several rows)"
             findings.append(
                 Finding(
                     column,
                     all_splits,
                     "a feature that describes the patient, not the row",
                     f"an identifier-like column: {evidence}",
-                    _ID_FIX.format(column=column) + _ALLOW_HINT,
+                    (_PATIENT_FIX if patient else _ID_FIX).format(column=column) + _ALLOW_HINT,
                     examples,
                     len(values),
                 )
