@@ -202,3 +202,18 @@ def test_materialize_refuses_a_directory_with_other_files(tmp_path, default_cfg)
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="holds notes.txt"):
         materialize(default_cfg.data, tmp_path)
+
+
+def test_predict_csv_accepts_the_training_csvs_raw_header(tmp_path):
+    from serving.cli import _csv_instances
+
+    path = tmp_path / "rows.csv"
+    path.write_text("V1,Mean Radius,Sex\n1.5,12,F\n,13,M\n")
+    inputs = {
+        "v1": {"dtype": "DT_FLOAT"},
+        "mean_radius": {"dtype": "DT_FLOAT"},
+        "sex": {"dtype": "DT_STRING"},
+    }
+    rows = list(_csv_instances(path, inputs))
+    assert rows[0] == {"v1": 1.5, "mean_radius": 12.0, "sex": "F"}
+    assert rows[1]["mean_radius"] == 13.0 and rows[1]["v1"] != rows[1]["v1"]  # blank -> NaN
