@@ -200,3 +200,11 @@ def test_extra_and_missing_columns_name_drop_columns_and_the_schema(tmp_path):
     assert "`drop_columns`" in by_column["ward"].fix
     assert by_column["sex"].found == "no such column in the data"
     assert all(f.splits == ("train", "eval", "test") for f in findings)
+
+
+def test_a_blank_label_points_at_label_map_drop(tmp_path):
+    body = [[str(90 + i), "F", str(i % 2)] for i in range(20)]
+    body[4][2] = ""
+    (finding,) = _row_findings(tmp_path, body)
+    assert finding.column == "label" and finding.rows == ((6, ""),)
+    assert "`'': drop`" in finding.fix and "never invents" not in finding.fix

@@ -166,3 +166,31 @@ def test_schema_draft_then_check_guides_a_raw_csv_to_a_clean_check(tmp_path):
     clean = _dxpipe("schema", "check", "--config", str(config), cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr
     assert "pass the identifier and leakage checks" in clean.stdout
+
+
+def test_compile_reports_a_missing_schema_in_one_line(tmp_path):
+    config = _project(tmp_path)
+    (tmp_path / "schemas" / "clinic" / "schema.pbtxt").unlink()
+    done = _dxpipe("compile", "--config", str(config), "--output", str(tmp_path / "k.yaml"), cwd=tmp_path)
+    _one_line_error(done, r"schema\.pbtxt does not exist")
+
+
+@pytest.mark.slow
+def test_a_leaking_column_stops_the_installed_run_at_the_data_gate(tmp_path):
+    body = "".join(
+        f"{30 + (i * 7) % 50},{'yes' if i % 3 else 'no'},{9 if i % 3 else 1}\n" for i in range(120)
+    )
+    config = _project(tmp_path, csv_text="Age,Outcome,Discharge Code\n" + body)
+    schema = tmp_path / "schemas" / "clinic" / "schema.pbtxt"
+    schema.write_text(
+        GOOD_SCHEMA + 'feature { name: "discharge_code" type: INT presence { min_fraction: 1.0 } }\n'
+    )
+    done = _dxpipe("run", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (
+        done.stderr.startswith("dxpipe: error: Data gate: 1 problem(s) in ")
+        and "Traceback" not in done.stderr
+    )
+    assert "column 'discharge_code' [train]" in done.stderr and "AUC 1.000" in done.stderr
+    assert "DataGate" in done.stdout and "Trainer" not in done.stdout
+    assert "split by row content: train" in done.stdout  # the realised split sizes are printed first

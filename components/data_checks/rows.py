@@ -115,7 +115,10 @@ def _check_column(split, name, feature, schema, values, lines, limit) -> list[Fi
     blank = [i for i, v in enumerate(values) if not v]
     required = feature.value_count.min >= 1 or feature.presence.min_fraction >= 1.0
     if blank and required:
-        report("blank cells", blank, BLANK_FIX)
+        fix = BLANK_FIX
+        if name == LABEL:
+            fix = "every row needs a label: remove those rows, or map the blank label to `drop` in the dataset's `label_map` (`'': drop`)"
+        report("blank cells", blank, fix)
     elif (
         values
         and feature.presence.min_fraction
