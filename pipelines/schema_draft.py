@@ -65,7 +65,7 @@ def _presence(values: list[str]) -> tuple[list[str], str]:
     present = 1 - blanks / len(values)
     # Room for one split to be blanker than the whole file; a person tightens it after review.
     floor = max(0.0, math.floor((present - 0.1) * 100) / 100)
-    note = f"{blanks} blank cell(s) ({blanks / len(values):.1%}): allowed (the model imputes them)"
+    note = f"{blanks} blank cell(s) ({blanks / len(values):.1%}): allowed (the model treats them as not measured)"
     return ["  value_count { max: 1 }", f"  presence {{ min_fraction: {floor} }}"], note
 
 
@@ -109,7 +109,9 @@ def draft_schema(table: Table, data: DatasetConfig, max_unique_fraction: float =
         present = [v for v in values if v]
         markers = sorted({v for v in present if v.strip().lower() in SENTINELS and not _number(v)})
         numeric_rest = [v for v in present if v not in markers]
-        if markers and numeric_rest and infer_type(numeric_rest) != "BYTES":
+        # A marker such as "?" or "NA" means "not measured", in a numeric column and in a category alike:
+        # read as a blank (the model imputes it) rather than as a value or a category of its own.
+        if markers and numeric_rest:
             sentinels[column] = markers
             values = ["" if v in markers else v for v in values]
             present = numeric_rest
