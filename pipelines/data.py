@@ -323,9 +323,9 @@ def materialize(data: DatasetConfig, directory: Path) -> Prepared:
         )
     directory.mkdir(parents=True, exist_ok=True)
     allowed = {*SPLITS, ROWS_FILE}
-    legacy = directory / DATA_FILE  # Written by dxpipe before the split moved here.
-    if legacy.is_file():
-        legacy.unlink()
+    # Ours to remove: the single CSV older versions wrote, and temporary files a killed run left behind.
+    for leftover in (directory / DATA_FILE, directory / Path(ROWS_FILE).with_suffix(".tmp")):
+        leftover.unlink(missing_ok=True)
     for stray in directory.iterdir():
         if stray.name not in allowed:
             raise DataError(

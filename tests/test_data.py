@@ -217,3 +217,12 @@ def test_predict_csv_accepts_the_training_csvs_raw_header(tmp_path):
     rows = list(_csv_instances(path, inputs))
     assert rows[0] == {"v1": 1.5, "mean_radius": 12.0, "sex": "F"}
     assert rows[1]["mean_radius"] == 13.0 and rows[1]["v1"] != rows[1]["v1"]  # blank -> NaN
+
+
+def test_a_run_killed_while_writing_leaves_nothing_that_blocks_the_next(tmp_path, default_cfg):
+    materialize(default_cfg.data, tmp_path)
+    (tmp_path / "rows.tmp").write_text("half")  # killed between writing and renaming the manifest
+    (tmp_path / "data.csv").write_text("old layout")  # the single file older versions wrote
+    prepared = materialize(default_cfg.data, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "rows.json", "test", "train"]
+    assert sum(prepared.sizes.values()) == 569
