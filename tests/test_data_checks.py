@@ -208,3 +208,13 @@ def test_a_blank_label_points_at_label_map_drop(tmp_path):
     (finding,) = _row_findings(tmp_path, body)
     assert finding.column == "label" and finding.rows == ((6, ""),)
     assert "`'': drop`" in finding.fix and "never invents" not in finding.fix
+
+
+@pytest.mark.parametrize(
+    ("name", "flagged"),
+    [("patient_id", True), ("mrn", True), ("unnamed_0", True), ("record_no", True), ("rownames", True),
+     ("patient_age", False), ("id_score", False), ("steroid", False), ("thyroid", False)],
+)  # fmt: skip
+def test_a_name_alone_flags_only_identifier_names(name, flagged):
+    values = [str(i % 7) for i in range(50)]  # neither unique nor monotone: only the name can speak
+    assert (guards.identifier_evidence(name, values, 0.9) is not None) is flagged

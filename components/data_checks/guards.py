@@ -20,6 +20,8 @@ from components.data_checks.findings import Finding, ordered_splits
 ALLOW_TAG = "dxpipe:allow"
 LABEL = "label"
 _ID_WORDS = {
+    "pid",
+    "subjectid",
     "id",
     "ids",
     "mrn",
@@ -65,6 +67,24 @@ def _float(text: str) -> float | None:
     return None if value != value else value  # NaN is "not measured", not a value
 
 
+# Words that may accompany an identifier word without making the name a measurement ("patient_no").
+_ID_FILLERS = {"no", "num", "number", "nr", "code", "key", "of", "f", "study", "hospital", "case"}
+
+
+def _words(name: str) -> set[str]:
+    return {w for w in name.split("_") if w and not w.isdigit()}
+
+
+def id_name(name: str) -> bool:
+    """True when every word of a feature name is an identifier word or a filler.
+
+    `patient_id`, `mrn`, `unnamed_0` and `record_no` are; `patient_age` and `id_score` are not flagged by
+    their names alone.
+    """
+    words = _words(name)
+    return bool(words & _ID_WORDS) and words <= _ID_WORDS | _ID_FILLERS
+
+
 # Words that name a person rather than a row: such a column with repeated values is a grouping key.
 PATIENT_WORDS = {"patient", "patientid", "mrn", "subject", "ssn", "nhs", "person", "pid"}
 
@@ -72,15 +92,13 @@ PATIENT_WORDS = {"patient", "patientid", "mrn", "subject", "ssn", "nhs", "person
 def names_patient(name: str, values: Sequence[str]) -> bool:
     """True when a column's name names a person and some value repeats (several rows per patient)."""
     present = [v for v in values if v]
-    words = set(name.split("_"))
-    return bool(words & PATIENT_WORDS or name in ("id", "pid")) and len(set(present)) < len(present)
+    return id_name(name) and bool(_words(name) & PATIENT_WORDS | {"id"}) and len(set(present)) < len(present)
 
 
 def identifier_evidence(name: str, values: Sequence[str], max_unique_fraction: float) -> str | None:
     """Returns why a column (values in file order) behaves like an identifier, or None."""
-    words = set(name.split("_"))
     reasons = []
-    if words & _ID_WORDS or (name.endswith("id") and len(name) <= 4):
+    if id_name(name):
         reasons.append(f"its name {name!r} names a record or patient")
     present = [v for v in values if v]
     discrete = present and all(_is_int(v) or _float(v) is None for v in present)
