@@ -79,7 +79,12 @@ def main() -> None:
         (fresh, rerun), launched_b, _ = _pipeline(python, args.dataset, workdir, 2)
         history = json.loads((Path(cold["model_uri"]) / "training_history.json").read_text())
         epochs = len(history["history"]["loss"])
-        csv = str(Path(workdir) / "data" / args.dataset / "data.csv")
+        # The floor reads the whole canonical CSV in one file (the pipeline's input is split by data.py).
+        from pipelines.config import load_config
+        from pipelines.data import canonical_csv
+
+        csv = str(Path(tmp) / "floor.csv")
+        Path(csv).write_text(canonical_csv(load_config(dataset=args.dataset).data))
         floor_out, launched_c, wall_process_c = _run(
             [python, "-m", "bench.keras_floor", "--csv", csv, "--epochs", str(epochs)]
         )

@@ -14,6 +14,7 @@ import time
 import warnings
 
 from pipelines.errors import DxpipeError
+from schemas.files import SchemaFileError
 
 
 def _quiet_environment(verbose: bool) -> None:
@@ -39,6 +40,44 @@ def _load(args: argparse.Namespace):
     from pipelines.config import load_config
 
     return load_config(args.config, dataset=args.dataset, workdir=args.workdir)
+
+
+def _data_summary(cfg) -> str:
+    """Prepares the split data (what the pipeline reads) and describes it: sizes, removals, leakage."""
+    from components.data_checks import guards
+    from pipelines import data as data_lib
+    from pipelines.local_runner import Paths
+
+    prepared = data_lib.materialize(cfg.data, Paths.for_config(cfg).input_base)
+    return _describe(cfg, prepared, guards)
+
+
+def _describe(cfg, prepared, guards) -> str:
+    table, split = prepared.table, cfg.data.split
+    per_split = {
+        name: ([table.rows[i] for i, s in enumerate(prepared.assignment) if s == name],
+               [table.groups[i] for i, s in enumerate(prepared.assignment) if s == name] if table.groups else [])
+        for name in prepared.sizes
+    }  # fmt: skip
+    shared = guards.split_leakage(table.columns, per_split)
+    how = (
+        f"grouped by {split.group_by}"
+        if split.group_by
+        else f"ordered by {split.order_by}"
+        if split.order_by
+        else "by row content"
+    )
+    sizes = " / ".join(f"{name} {size}" for name, size in prepared.sizes.items())
+    lines = [f"data: {len(table.rows)} rows from {table.origin}, split {how}: {sizes}"]
+    if table.dropped_by_label:
+        dropped = ", ".join(f"{n} with label {k!r}" for k, n in sorted(table.dropped_by_label.items()))
+        lines.append(f"  removed by label_map `drop`: {dropped}")
+    leak = f"  across splits: {shared['identical_rows_across_splits']} identical feature row(s)"
+    if split.group_by:
+        groups = len(set(table.groups))
+        leak += f", {shared['shared_groups']} shared {split.group_by} value(s) of {groups}"
+    lines.append(leak)
+    return "\n".join(lines)
 
 
 def _print_summary(cfg, result, wall: float) -> None:
@@ -93,11 +132,96 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from pipelines import local_runner
 
+    _schema_file(cfg)
     local_runner.quiet_logs(args.verbose)
     print(f"dxpipe: running {cfg.pipeline_name} (dataset {cfg.dataset}) in {os.path.abspath(cfg.workdir)}")
+    print(_data_summary(cfg))
     start = time.perf_counter()
     result = local_runner.run_tracked(cfg, enable_cache=not args.no_cache, emit=print)
     _print_summary(cfg, result, time.perf_counter() - start)
+    return 0
+
+
+def _schema_file(cfg):
+    """Returns (schema, path), or raises ConfigError naming the file and the fix (before any component)."""
+    from pipelines.errors import ConfigError
+    from schemas.files import SchemaFileError, read_schema, schema_path
+
+    try:
+        path = schema_path(cfg.data.schema_dir)
+        return read_schema(path)[0], path
+    except SchemaFileError as err:
+        raise ConfigError(f"datasets.{cfg.dataset}.schema_dir: {err}") from None
+
+
+def cmd_schema_draft(args: argparse.Namespace) -> int:
+    """Writes a first schema for the configured data to its schema_dir and prints the review checklist."""
+    cfg = _load(args)
+    from pathlib import Path
+
+    from pipelines import data as data_lib
+    from pipelines.errors import ConfigError
+    from pipelines.schema_draft import draft_schema
+    from schemas.files import SCHEMA_FILE
+
+    target = Path(cfg.data.schema_dir) / SCHEMA_FILE
+    if target.exists() and not args.force:
+        raise ConfigError(
+            f"{target} exists (a reviewed schema is never overwritten); check the data against it with "
+            "`dxpipe schema check`, or pass --force to draft a new one."
+        )
+    table = data_lib.load_table(cfg.data)
+    draft = draft_schema(table, cfg.data, cfg.data.checks.max_unique_fraction)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(draft.text)
+    except OSError as err:
+        raise ConfigError(f"cannot write {target}: {err.strerror}; check schema_dir.") from None
+    print(f"wrote {target} from {table.origin} ({len(table.rows)} rows, {len(table.columns)} columns)")
+    if draft.config_lines:
+        print(f"\nAdd to datasets.{cfg.dataset} in your config:")
+        for line in draft.config_lines:
+            print(f"    {line}")
+    print("\nReview checklist:")
+    for item in draft.checklist:
+        print(f"  - {item}")
+    print(
+        "  - set clinical bounds where the schema shows an observed range (REVIEW comments)\n"
+        "\nThen: dxpipe schema check   (every row against the schema, without running the pipeline)"
+    )
+    return 0
+
+
+def cmd_schema_check(args: argparse.Namespace) -> int:
+    """Checks every row against the schema and the guards, without running the pipeline."""
+    cfg = _load(args)
+    schema, path = _schema_file(cfg)
+    from components.data_checks import guards, rows
+    from components.data_gate.core import format_report
+    from pipelines import data as data_lib
+    from pipelines.errors import DataGateError
+
+    table = data_lib.load_table(cfg.data)
+    assignment = data_lib.assign_splits(table, cfg.data.split)
+    splits = {
+        name: ([table.rows[i] for i, s in enumerate(assignment) if s == name],
+               [table.lines[i] for i, s in enumerate(assignment) if s == name])
+        for name in data_lib.SPLITS
+    }  # fmt: skip
+    checks = cfg.data.checks
+    findings = rows.check_rows(table.columns, splits, schema, checks.report_rows)
+    findings += guards.check_columns(
+        table.columns,
+        splits,
+        guards.allowed_columns(schema),
+        max_unique_fraction=checks.max_unique_fraction,
+        max_single_feature_auc=checks.max_single_feature_auc,
+        limit=checks.report_rows,
+    )
+    if findings:
+        raise DataGateError(format_report(findings, table.origin).replace(
+            "nothing was trained or pushed", f"checked against {path}"))  # fmt: skip
+    print(f"{table.origin}: {len(table.rows)} rows match {path} and pass the identifier and leakage checks.")
     return 0
 
 
@@ -129,6 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="re-execute every component")
     run.set_defaults(func=cmd_run)
 
+    schema = sub.add_parser("schema", help="draft a schema for your CSV, or check every row against it")
+    schema_sub = schema.add_subparsers(dest="schema_command", required=True)
+    draft = schema_sub.add_parser(
+        "draft", help="write a first schema for the configured data to its schema_dir, for review"
+    )
+    _add_config_args(draft)
+    draft.add_argument("--force", action="store_true", help="overwrite an existing schema.pbtxt")
+    draft.set_defaults(func=cmd_schema_draft)
+    check = schema_sub.add_parser(
+        "check", help="report every row that violates the schema or the guards (no pipeline run)"
+    )
+    _add_config_args(check)
+    check.set_defaults(func=cmd_schema_check)
+
     from pipelines.kubeflow_runner import KubeflowTarget
 
     defaults = KubeflowTarget()
@@ -159,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_environment(args.verbose)
     try:
         return args.func(args)
-    except DxpipeError as err:
+    except (DxpipeError, SchemaFileError) as err:
         if args.verbose:
             raise
         print(f"dxpipe: error: {err}", file=sys.stderr)

@@ -21,11 +21,14 @@ import yaml
 from components.registry_gate.core import GatePolicy
 from pipelines.errors import ConfigError
 from pipelines.mlflow_store import TrackingConfig
+from schemas.files import resolve_dir
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
 # Paths in the config (schemas, CSVs) are relative to the project root, which is where the packaged
 # config's schemas/ live; an explicit config file resolves them relative to its own directory instead.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# A label_map value that removes the row (e.g. an invalid or inconclusive test result).
+LABEL_DROP = "drop"
 
 
 def _hint(value: str, choices) -> str:
@@ -131,31 +134,95 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Deterministic split: train fits, eval steers training (early stopping), test gates.
+
+    Without `order_by`, each row goes to a split by a hash of its feature values (or of its `group_by`
+    value) into `train + eval + test` buckets, so identical rows, and all rows of one patient, share a
+    split, and a row keeps its split when other rows are added.
+
+    Attributes:
+        train: Hash buckets (or, with `order_by`, parts) for the training split.
+        eval: Hash buckets for the split that picks the epoch (early stopping).
+        test: Hash buckets for the held-out split the Evaluator gates on.
+        group_by: A column naming the patient (or other unit) whose rows must stay together; it is used
+            for the split only, never as a feature.
+        order_by: A date column: the oldest rows train, the newest are tested (temporal validation); it
+            is used for the split only, never as a feature.
+    """
+
+    train: int = 6
+    eval: int = 2
+    test: int = 2
+    group_by: str = ""
+    order_by: str = ""
+
+    def __post_init__(self):
+        for name in ("train", "eval", "test"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"split.{name} is {getattr(self, name)}; every split needs >= 1 bucket.")
+        if self.group_by and self.order_by:
+            raise ConfigError(
+                "split.group_by and split.order_by cannot both be set; a temporal split keeps a patient's "
+                "later visits out of training only if you also drop repeated patients."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataChecksConfig:
+    """The data gate's identifier and leakage guards (before training).
+
+    Attributes:
+        max_single_feature_auc: A feature whose AUC on its own (on the training split) reaches this
+            bound nearly determines the label: an outcome-derived or follow-up measurement. WDBC's
+            strongest genuine predictor (worst perimeter) scores about 0.975.
+        max_unique_fraction: An integer or text column with at least this fraction of distinct values per
+            row behaves like an identifier.
+        report_rows: How many offending rows (line and value) a report lists per column.
+    """
+
+    max_single_feature_auc: float = 0.99
+    max_unique_fraction: float = 0.9
+    report_rows: int = 20
+
+    def __post_init__(self):
+        _check_range("checks.max_single_feature_auc", self.max_single_feature_auc, 0.5, 1.0)
+        _check_range("checks.max_unique_fraction", self.max_unique_fraction, 0.0, 1.0)
+        if self.report_rows < 1:
+            raise ConfigError(f"checks.report_rows is {self.report_rows}; it must be at least 1.")
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     """One dataset: where it comes from, how its label is read, and its curated schema.
 
     Attributes:
         source: Where the rows come from.
         label_column: The column holding the label.
-        label_map: Raw label value (as written in the file) to 0/1. Values not in the map are kept, so
-            the data gate reports them against the schema's label domain.
+        label_map: Raw label value (as written in the file) to 0/1, or to `drop` to remove those rows
+            (an invalid test result); the run reports how many. Values not in the map are kept, so the
+            data gate reports them against the schema's label domain.
         positive_class: What a 1 means, for reports.
         missing_values: Per column, raw values that mean "not measured" (e.g. a glucose of 0).
-        drop_columns: Columns left out (identifiers, provenance).
+        drop_columns: Columns left out (identifiers, provenance). Column names follow
+            `schemas.naming`: the file's spelling or the feature name.
         filter_column: Keep only rows whose value in this column equals `filter_value`.
         filter_value: See `filter_column`.
-        schema_dir: Directory with the curated `schema.pbtxt`.
+        schema_dir: Directory with the curated `schema.pbtxt`: relative to the YAML file that names it,
+            or `bundled:<name>` for a schema shipped with dxpipe.
         slice_features: Categorical features the Evaluator reports metrics per value of.
         training: Overrides of the top-level training settings.
         evaluation: Overrides of the top-level evaluation thresholds.
         gate: The registry gate policy (`components.registry_gate.core.GatePolicy.from_dict` format):
             the top-level `gate:` section with this entry's keys replacing its keys.
+        split: The split: the top-level `split:` with this entry's keys replacing its keys.
+        checks: The identifier and leakage guards: the top-level `checks:` merged the same way.
     """
 
     source: SourceConfig
     label_column: str
     schema_dir: str
-    label_map: dict[str, int] = dataclasses.field(default_factory=dict)
+    label_map: dict[str, int | str] = dataclasses.field(default_factory=dict)
     positive_class: str = "positive"
     missing_values: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     drop_columns: tuple[str, ...] = ()
@@ -165,33 +232,22 @@ class DatasetConfig:
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: dict[str, Any] = dataclasses.field(default_factory=dict)
+    split: SplitConfig = SplitConfig()
+    checks: DataChecksConfig = DataChecksConfig()
 
     def __post_init__(self):
-        bad = {k: v for k, v in self.label_map.items() if v not in (0, 1)}
+        bad = {
+            k: v
+            for k, v in self.label_map.items()
+            if isinstance(v, bool) or (v not in (0, 1) and v != LABEL_DROP)
+        }
         if bad:
-            raise ConfigError(f"label_map maps {bad} to values other than 0/1; map every label to 0 or 1.")
+            raise ConfigError(
+                f"label_map maps {bad} to values other than 0, 1 or {LABEL_DROP!r}; map every label to 0 "
+                f"or 1, or to {LABEL_DROP!r} to remove its rows."
+            )
         if bool(self.filter_column) != bool(self.filter_value):
             raise ConfigError("filter_column and filter_value go together; set both or neither.")
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitConfig:
-    """Deterministic hash-bucket split: train fits, eval steers training, test gates.
-
-    Attributes:
-        train: Hash buckets for the training split.
-        eval: Hash buckets for the split that picks the epoch (early stopping).
-        test: Hash buckets for the held-out split the Evaluator gates on.
-    """
-
-    train: int = 6
-    eval: int = 2
-    test: int = 2
-
-    def __post_init__(self):
-        for name in ("train", "eval", "test"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"split.{name} is {getattr(self, name)}; every split needs >= 1 bucket.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +295,8 @@ class Config:
         dataset: Name of the dataset entry to run.
         datasets: All known datasets by name.
         workdir: Directory for the pipeline root, metadata, MLflow store and serving directories.
-        split: The train/eval/test split.
+        split: Default train/eval/test split (a dataset may override single keys).
+        checks: Default identifier and leakage guards (a dataset may override single keys).
         training: Default training settings (a dataset may override them).
         evaluation: Default blessing thresholds (a dataset may override them).
         beam: Beam settings.
@@ -254,6 +311,7 @@ class Config:
     datasets: dict[str, DatasetConfig]
     workdir: str = ".dxpipe"
     split: SplitConfig = SplitConfig()
+    checks: DataChecksConfig = DataChecksConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     beam: BeamConfig = BeamConfig()
@@ -422,10 +480,12 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
     datasets_raw = raw.get("datasets")
     if not isinstance(datasets_raw, Mapping) or not datasets_raw:
         raise ConfigError("`datasets:` is missing or empty; configure at least one dataset.")
-    defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation", "gate")}
+    defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation", "gate", "split", "checks")}
     # Check the shared sections on their own first, so an error names `training.x`, not a dataset copy.
     _build(TrainingConfig, defaults["training"], "training")
     _build(EvaluationConfig, defaults["evaluation"], "evaluation")
+    _build(SplitConfig, defaults["split"], "split")
+    _build(DataChecksConfig, defaults["checks"], "checks")
     datasets = {}
     for name, entry in datasets_raw.items():
         if not isinstance(entry, Mapping):
@@ -433,9 +493,8 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
         entry = dict(entry)
         for section, default in defaults.items():
             entry[section] = _merge(default, entry.get(section) or {})
-        for key in ("schema_dir",):
-            if key in entry:
-                entry[key] = str((base_dir / str(entry[key])).resolve())
+        if "schema_dir" in entry:
+            entry["schema_dir"] = str(resolve_dir(str(entry["schema_dir"]), base_dir))
         source = entry.get("source")
         if isinstance(source, Mapping) and source.get("path"):
             entry["source"] = {**source, "path": str((base_dir / str(source["path"])).resolve())}

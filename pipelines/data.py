@@ -1,47 +1,106 @@
-"""Turns a configured dataset into the canonical CSV that CsvExampleGen reads.
+"""Turns a configured dataset into the canonical, already split CSVs that CsvExampleGen reads.
 
 Values are copied as text, never re-parsed: an integer column stays integer and a bad cell stays bad, so
 the data gate (not this step) judges the content against the curated schema. This step only renames
-columns to feature-safe names, filters rows, drops columns, maps labels and blanks "not measured"
-markers, as the config says. The file is rewritten only when its bytes change, because CsvExampleGen's
-cache key includes the input file's modification time.
+columns by the one naming rule (`schemas.naming`), filters rows, drops columns, maps labels (removing the
+rows mapped to `drop`), blanks "not measured" markers, and splits the rows, as the config says.
+
+The split happens here rather than in ExampleGen, whose hash of the whole serialized row sends a patient's
+rows, and identical rows with different labels, to different splits: a row goes to a split by a hash of
+its feature values, or of its `split.group_by` value, or by its `split.order_by` date. The grouping and
+date columns are used for the split only and never reach the model. Next to the split files,
+`rows.json` keeps each row's line in the source file, so reports can name the rows to fix.
+
+Files are rewritten only when their bytes change, because CsvExampleGen's cache key includes the input
+files' modification times: an unchanged dataset stays cached and a changed one is read again.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import datetime
+import functools
 import hashlib
 import importlib.resources
 import io
-import re
+import json
+from collections import Counter
 from pathlib import Path
 
-from pipelines.config import DatasetConfig
+from components.data_checks.dates import best_format, date_format, parse
+from pipelines.config import LABEL_DROP, DatasetConfig
 from pipelines.errors import DataError
+from schemas.naming import LABEL, feature_name, resolve
 
 DATA_FILE = "data.csv"
+ROWS_FILE = "rows.json"
+SPLITS = ("train", "eval", "test")
 
 
-def feature_name(column: str) -> str:
-    """Returns a column name usable as a TF feature and signature input: `mean radius` -> `mean_radius`."""
-    name = re.sub(r"[^0-9a-zA-Z]+", "_", column.strip().lstrip("\ufeff")).strip("_").lower()
-    return name if name and not name[0].isdigit() else f"f_{name}"
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """The canonical rows of a dataset, before the split.
+
+    Attributes:
+        origin: The source's user-facing name (file path or loader).
+        columns: Feature names, `label` included, in file order.
+        rows: Cells as text, one list per row, in `columns` order.
+        lines: Each row's line number in the source file (1 is the header).
+        groups: Each row's `split.group_by` value (empty without group_by).
+        dates: Each row's `split.order_by` date (empty without order_by).
+        dropped_by_label: Rows removed because label_map maps their label to `drop`, by raw label.
+    """
+
+    origin: str
+    columns: tuple[str, ...]
+    rows: list[list[str]]
+    lines: list[int]
+    groups: list[str] = dataclasses.field(default_factory=list)
+    dates: list[datetime.datetime] = dataclasses.field(default_factory=list)
+    dropped_by_label: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What `materialize` wrote.
+
+    Attributes:
+        directory: The ExampleGen input directory (one sub-directory per split).
+        digest: SHA-256 over the split files (the dataset digest tracked with each run).
+        sizes: Rows per split.
+        table: The canonical rows.
+        assignment: Each row's split, in table order.
+    """
+
+    directory: Path
+    digest: str
+    sizes: dict[str, int]
+    table: Table
+    assignment: list[str]
+
+
+@functools.lru_cache(maxsize=4)
+def _sklearn_csv(name: str) -> str:
+    # Cached: loading scikit-learn and the frame takes ~2 s, and a run reads the source twice (the CLI's
+    # data summary, then the pipeline's input).
+    import sklearn.datasets  # Deferred: scikit-learn is only needed for this source kind.
+
+    loader = getattr(sklearn.datasets, name, None)
+    if loader is None:
+        raise DataError(f"source.name {name!r} is not a scikit-learn dataset loader.")
+    frame = loader(as_frame=True).frame
+    buffer = io.StringIO()
+    # repr-exact floats: the bundled values round-trip unchanged.
+    frame.to_csv(buffer, index=False, float_format="%.10g")
+    return buffer.getvalue()
 
 
 def _read_source(data: DatasetConfig) -> tuple[str, str]:
     """Returns (text of the source CSV, a name for messages)."""
     source = data.source
     if source.kind == "sklearn":
-        import sklearn.datasets  # Deferred: scikit-learn is only needed for this source kind.
-
-        loader = getattr(sklearn.datasets, source.name, None)
-        if loader is None:
-            raise DataError(f"source.name {source.name!r} is not a scikit-learn dataset loader.")
-        frame = loader(as_frame=True).frame
-        buffer = io.StringIO()
-        # repr-exact floats: the bundled values round-trip unchanged.
-        frame.to_csv(buffer, index=False, float_format="%.10g")
-        return buffer.getvalue(), f"sklearn.datasets.{source.name}"
+        return _sklearn_csv(source.name), f"sklearn.datasets.{source.name}"
     if source.kind == "package":
         try:
             resource = importlib.resources.files(source.package).joinpath(source.resource)
@@ -64,76 +123,228 @@ def _read_source(data: DatasetConfig) -> tuple[str, str]:
         raise DataError(f"{path} is not UTF-8 text ({err.reason}); export the CSV as UTF-8.") from None
 
 
-def canonical_csv(data: DatasetConfig) -> str:
-    """Returns the canonical CSV text for a dataset.
+def source_name(data: DatasetConfig) -> str:
+    """The data's user-facing name, as reports print it."""
+    source = data.source
+    if source.kind == "sklearn":
+        return f"sklearn.datasets.{source.name}"
+    if source.kind == "package":
+        return f"{source.package}/{source.resource}"
+    return source.path
+
+
+def _position(name: str, key: str, header: list[str], origin: str) -> int:
+    position = resolve(name, header)
+    if position is None:
+        shown = ", ".join(
+            repr(c) if c.strip() else f"'' ({feature_name(c, i)})" for i, c in enumerate(header)
+        )
+        raise DataError(
+            f"{key} names column {name!r}, but {origin} has no such column (columns: {shown}); a column "
+            "may be written as the file spells it or by its feature name."
+        )
+    return position
+
+
+def load_table(data: DatasetConfig) -> Table:
+    """Reads the configured source into canonical rows.
 
     Raises:
-        DataError: If the source is missing, empty, has no header, or lacks a configured column.
+        DataError: If the source is missing, empty or has no header; a configured column is absent; two
+            columns get the same feature name; or an `order_by` cell is not a date.
     """
     text, origin = _read_source(data)
-    rows = list(csv.reader(io.StringIO(text)))
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if not rows:
+    reader = csv.reader(io.StringIO(text))
+    records = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    if not records:
         raise DataError(f"{origin} is empty; a CSV with a header row and at least one data row is needed.")
-    header, body = rows[0], rows[1:]
+    (_, header), body = records[0], records[1:]
     if not body:
         raise DataError(f"{origin} has a header but no data rows; add at least one row.")
-    columns = {c.strip().lstrip("\ufeff"): i for i, c in enumerate(header)}
-    needed = [data.label_column, *data.drop_columns, *data.missing_values]
+    label = _position(data.label_column, "label_column", header, origin)
+    drop = {_position(c, "drop_columns", header, origin) for c in data.drop_columns}
+    blanks = {_position(c, "missing_values", header, origin): set(v) for c, v in data.missing_values.items()}
+    group = _position(data.split.group_by, "split.group_by", header, origin) if data.split.group_by else None
+    order = _position(data.split.order_by, "split.order_by", header, origin) if data.split.order_by else None
     if data.filter_column:
-        needed.append(data.filter_column)
-    for column in needed:
-        if column not in columns:
-            raise DataError(
-                f"{origin} has no column {column!r} (columns: {', '.join(columns)}); "
-                "fix the file or the dataset's config entry."
-            )
-    if data.filter_column:
-        index = columns[data.filter_column]
-        body = [r for r in body if index < len(r) and r[index].strip() == data.filter_value]
+        index = _position(data.filter_column, "filter_column", header, origin)
+        body = [(n, r) for n, r in body if index < len(r) and r[index].strip() == data.filter_value]
         if not body:
             raise DataError(f"no row of {origin} has {data.filter_column} == {data.filter_value!r}.")
-    keep = [c for c in columns if c not in data.drop_columns]
-    label_index = columns[data.label_column]
-    blanks = {columns[c]: set(v) for c, v in data.missing_values.items()}
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([feature_name(c) if c != data.label_column else "label" for c in keep])
-    for row in body:
-        cells = []
-        for column in keep:
-            index = columns[column]
-            value = row[index].strip() if index < len(row) else ""
-            if index == label_index and value in data.label_map:
-                value = str(data.label_map[value])
+    split_only = {p for p in (group, order) if p is not None}
+    keep = [i for i in range(len(header)) if i not in drop and i not in split_only]
+    names = [LABEL if i == label else feature_name(header[i], i) for i in keep]
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise DataError(
+            f"{origin}: columns {[header[i] for i in keep if names[keep.index(i)] in repeated]} all become "
+            f"feature {repeated[0]!r}; rename one in the file or list it in drop_columns."
+        )
+
+    def cell(row: list[str], index: int) -> str:
+        return row[index].strip() if index < len(row) else ""
+
+    rows, lines, groups, raw_dates, dropped = [], [], [], [], Counter()
+    for line, row in body:
+        raw_label = cell(row, label)
+        if data.label_map.get(raw_label) == LABEL_DROP:
+            dropped[raw_label] += 1
+            continue
+        values = []
+        for index in keep:
+            value = cell(row, index)
+            if index == label:
+                value = str(data.label_map.get(value, value))
             elif index in blanks and value in blanks[index]:
                 value = ""
-            cells.append(value)
-        writer.writerow(cells)
+            values.append(value)
+        rows.append(values)
+        lines.append(line)
+        if group is not None:
+            groups.append(cell(row, group))
+        if order is not None:
+            raw_dates.append(cell(row, order))
+    if not rows:
+        raise DataError(f"label_map drops every row of {origin}; map at least one label to 0 or 1.")
+    dates = _dates(raw_dates, lines, data.split.order_by, origin) if order is not None else []
+    if group is not None:
+        blank = [line for line, value in zip(lines, groups, strict=True) if not value]
+        if blank:
+            raise DataError(
+                f"split.group_by column {data.split.group_by!r} is blank on {len(blank)} row(s) of {origin} "
+                f"(lines {_lines(blank)}); every row needs its patient's id."
+            )
+    return Table(origin, tuple(names), rows, lines, groups, dates, dict(dropped))
+
+
+def _lines(lines: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(n) for n in lines[:limit])
+    return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+def _dates(values: list[str], lines: list[int], column: str, origin: str) -> list[datetime.datetime]:
+    fmt = date_format(values, min_fraction=1.0)
+    if fmt is None:
+        known = best_format(values)
+        bad = [n for n, v in zip(lines, values, strict=True) if known is None or parse(v, known) is None]
+        example = next((v for v in values if known is None or parse(v, known) is None), "")
+        raise DataError(
+            f"split.order_by column {column!r} of {origin} is not a date on {len(bad)} row(s) (lines "
+            f"{_lines(bad)}, e.g. {example!r}); write every date as YYYY-MM-DD."
+        )
+    return [parse(v, fmt) for v in values]
+
+
+def _bucket(key: str, total: int) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % total
+
+
+def assign_splits(table: Table, split) -> list[str]:
+    """Returns each row's split (`train`, `eval` or `test`), deterministically.
+
+    Args:
+        table: The canonical rows.
+        split: The `SplitConfig`.
+    """
+    weights = [split.train, split.eval, split.test]
+    total = sum(weights)
+    if table.dates:
+        # Temporal: rows sorted by date; the cut between splits never falls inside one date, so every
+        # test row is strictly later than every training row.
+        order = sorted(range(len(table.rows)), key=lambda i: (table.dates[i], table.lines[i]))
+        result = [""] * len(order)
+        start = 0
+        for name, upto in zip(SPLITS, (split.train, split.train + split.eval, total), strict=True):
+            end = round(len(order) * upto / total)
+            while 0 < end < len(order) and table.dates[order[end]] == table.dates[order[end - 1]]:
+                end += 1
+            for i in order[start:end]:
+                result[i] = name
+            start = max(start, end)
+        return result
+    label = table.columns.index(LABEL)
+    bounds = [split.train, split.train + split.eval]
+    result = []
+    for i, row in enumerate(table.rows):
+        key = table.groups[i] if table.groups else "\x1f".join(v for j, v in enumerate(row) if j != label)
+        bucket = _bucket(key, total)
+        result.append(SPLITS[0] if bucket < bounds[0] else SPLITS[1] if bucket < bounds[1] else SPLITS[2])
+    return result
+
+
+def _csv_text(columns: tuple[str, ...], rows: list[list[str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
     return out.getvalue()
 
 
-def materialize(data: DatasetConfig, directory: Path) -> tuple[Path, str]:
-    """Writes the canonical CSV into `directory` (alone, as CsvExampleGen reads every file there).
+def canonical_csv(data: DatasetConfig) -> str:
+    """Returns the canonical CSV text of a dataset, all rows in file order (before the split).
+
+    Raises:
+        DataError: See `load_table`.
+    """
+    table = load_table(data)
+    return _csv_text(table.columns, table.rows)
+
+
+def _write_if_changed(target: Path, text: str) -> None:
+    if target.is_file() and target.read_bytes() == text.encode():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+
+
+def materialize(data: DatasetConfig, directory: Path) -> Prepared:
+    """Writes `<directory>/<split>/data.csv` for each split and `<directory>/rows.json`.
 
     Args:
         data: The dataset entry.
         directory: The ExampleGen input directory.
 
     Returns:
-        The CSV path and the SHA-256 of its content (the dataset digest tracked with each run).
+        What was written, the split sizes and the dataset digest.
+
+    Raises:
+        DataError: If the data cannot be read, a split would be empty, or the directory holds other files.
     """
-    text = canonical_csv(data)
-    digest = hashlib.sha256(text.encode()).hexdigest()
+    table = load_table(data)
+    assignment = assign_splits(table, data.split)
+    sizes = {name: assignment.count(name) for name in SPLITS}
+    empty = [name for name, size in sizes.items() if size == 0]
+    if empty:
+        raise DataError(
+            f"{table.origin}: the {', '.join(empty)} split would be empty ({len(table.rows)} rows, sizes "
+            f"{sizes}); add rows, or with split.group_by check that there are more than a few groups."
+        )
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / DATA_FILE
+    allowed = {*SPLITS, ROWS_FILE}
+    # Ours to remove: the single CSV older versions wrote, and temporary files a killed run left behind.
+    for leftover in (directory / DATA_FILE, directory / Path(ROWS_FILE).with_suffix(".tmp")):
+        leftover.unlink(missing_ok=True)
     for stray in directory.iterdir():
-        if stray != target:
+        if stray.name not in allowed:
             raise DataError(
-                f"{directory} holds {stray.name}; the ExampleGen input directory must hold only {DATA_FILE}."
+                f"{directory} holds {stray.name}; the ExampleGen input directory must hold only the "
+                f"split directories ({', '.join(SPLITS)}) and {ROWS_FILE}."
             )
-    if not target.is_file() or target.read_bytes() != text.encode():
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
-    return target, digest
+    digest = hashlib.sha256()
+    manifest: dict = {"origin": table.origin, "splits": {}}
+    for name in SPLITS:
+        index = [i for i, s in enumerate(assignment) if s == name]
+        text = _csv_text(table.columns, [table.rows[i] for i in index])
+        digest.update(name.encode() + b"\0" + text.encode())
+        manifest["splits"][name] = {
+            "lines": [table.lines[i] for i in index],
+            "groups": [table.groups[i] for i in index] if table.groups else [],
+        }
+        _write_if_changed(directory / name / DATA_FILE, text)
+    manifest["dropped_by_label"] = table.dropped_by_label
+    manifest["group_by"] = data.split.group_by
+    manifest["order_by"] = data.split.order_by
+    _write_if_changed(directory / ROWS_FILE, json.dumps(manifest, sort_keys=True))
+    return Prepared(directory, digest.hexdigest(), sizes, table, assignment)

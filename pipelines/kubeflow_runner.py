@@ -27,7 +27,8 @@ class KubeflowTarget:
     Attributes:
         image: Container image with dxpipe installed (`pip install .` on top of the lock).
         pipeline_root: Artifact root (e.g. `gs://bucket/dxpipe` or a mounted volume).
-        data_root: Directory holding `<dataset>/data.csv`, prepared with `dxpipe prepare-data`.
+        data_root: Directory holding `<dataset>/{train,eval,test}/data.csv` as `pipelines.data.materialize`
+            writes them.
         serving_root: The TF Serving model base paths' parent, mounted by the serving Deployment too.
     """
 
@@ -61,7 +62,10 @@ def compile_pipeline(cfg: Config, output: str | Path, target: KubeflowTarget = K
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
     from pipelines.pipeline import create_pipeline
+    from schemas.files import read_schema, schema_path
 
+    # The image ships the same schemas/ as this checkout: the digest keeps the schema in the cache key.
+    _, schema_digest = read_schema(schema_path(cfg.data.schema_dir))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     bound = bind(cfg, target)
@@ -69,10 +73,11 @@ def compile_pipeline(cfg: Config, output: str | Path, target: KubeflowTarget = K
         bound,
         pipeline_root=f"{target.pipeline_root}/{cfg.pipeline_name}",
         input_base=f"{target.data_root}/{cfg.dataset}",
-        source_name=f"{target.data_root}/{cfg.dataset}/data.csv",
+        source_name=f"{target.data_root}/{cfg.dataset}",
         # The in-cluster Beam workers are the pods themselves: keep the direct runner, in memory.
         beam_pipeline_args=cfg.beam.args(),
         builtin_resolver_only=True,
+        schema_digest=schema_digest,
     )
     job_file = output.with_suffix(".json")
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(

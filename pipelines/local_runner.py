@@ -102,9 +102,8 @@ def build(cfg: Config, paths: Paths, enable_cache: bool = True, baseline_model_u
 
     from pipelines.pipeline import create_pipeline
 
-    _, digest = data_lib.materialize(cfg.data, paths.input_base)
-    source = cfg.data.source
-    source_name = source.path or (f"{source.package}/{source.resource}" if source.package else source.name)
+    digest = data_lib.materialize(cfg.data, paths.input_base).digest
+    source_name = data_lib.source_name(cfg.data)
     pipeline = create_pipeline(
         cfg,
         pipeline_root=str(paths.pipeline_root),

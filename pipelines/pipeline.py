@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import tensorflow_model_analysis as tfma
 from tfx.components import CsvExampleGen, Evaluator, ExampleValidator, StatisticsGen, Trainer
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
+from tfx.dsl.components.base import base_component
 from tfx.dsl.components.common.importer import Importer
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2
-from tfx.types import Channel, standard_artifacts
+from tfx.types import Channel, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
 
 import models
 from components.baseline.strategy import BaselineStrategy
@@ -33,9 +36,10 @@ from components.data_gate.component import DataGate
 from components.serving_pusher.component import ServingPusher
 from models.network import EXAMPLES_SIGNATURE, PROBABILITY
 from pipelines.config import Config, EvaluationConfig
+from pipelines.data import DATA_FILE, SPLITS
+from schemas.files import read_schema, schema_path
 
 TRAINER_RUN_FN = "models.trainer.run_fn"
-SPLITS = ("train", "eval", "test")
 GATED_SPLIT = "test"
 
 
@@ -49,6 +53,39 @@ def models_code_digest() -> str:
     for path in sorted(Path(models.__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+class _CuratedSchemaSpec(standard_component_specs.ImportSchemaGenSpec):
+    PARAMETERS = {
+        **standard_component_specs.ImportSchemaGenSpec.PARAMETERS,
+        "schema_digest": ExecutionParameter(type=str),
+    }
+
+
+class CuratedSchemaGen(ImportSchemaGen):
+    """TFX's ImportSchemaGen, with the schema file's digest as an execution parameter.
+
+    TFX's cache key sees ImportSchemaGen's `schema_file` *path*, not its content: an edited schema was
+    reused from the cache and a tightened range was silently not enforced. The digest parameter (which
+    the unchanged executor ignores) makes every edit a new cache key for this node and, through its new
+    Schema artifact, for ExampleValidator, the data gate and the Trainer; an unchanged schema stays cached.
+    """
+
+    SPEC_CLASS = _CuratedSchemaSpec
+
+    def __init__(self, schema_file: str, schema_digest: str):
+        """Builds the node.
+
+        Args:
+            schema_file: The curated schema file.
+            schema_digest: SHA-256 of its content.
+        """
+        spec = _CuratedSchemaSpec(
+            schema_file=schema_file,
+            schema_digest=schema_digest,
+            schema=Channel(type=standard_artifacts.Schema),
+        )
+        base_component.BaseComponent.__init__(self, spec=spec)
 
 
 def _bound(metric: str, lower: float | None = None, drop: float | None = None) -> tfma.MetricThreshold:
@@ -133,25 +170,37 @@ def _baseline(trainer, champion_uri: str | None, builtin_resolver_only: bool):
     return [*nodes, resolver], resolver.outputs["model"]
 
 
-def data_validation_nodes(cfg: Config, input_base: str, source_name: str) -> tuple:
+def data_validation_nodes(
+    cfg: Config, input_base: str, source_name: str, schema_digest: str | None = None
+) -> tuple:
     """Returns (CsvExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, DataGate) for the dataset.
 
     Args:
         cfg: The validated configuration.
-        input_base: Directory holding the canonical CSV.
+        input_base: Directory holding the split CSVs (see `pipelines.data.materialize`).
         source_name: The data's user-facing name, for data-gate messages.
+        schema_digest: SHA-256 of the schema file; None reads it from `cfg.data.schema_dir` (a compiled
+            Kubeflow pipeline passes the digest of the schema its image ships).
+
+    Raises:
+        schemas.files.SchemaFileError: If the schema is missing or does not parse.
     """
-    buckets = dataclasses.asdict(cfg.split)
+    # pipelines/data.py has split the rows (by patient, by date or by row content); ExampleGen reads the
+    # three splits as they are. The input files' fingerprint (size and mtime; data.py rewrites a file
+    # only when its bytes change) is in ExampleGen's cache key, so new data re-runs everything after it.
     example_gen = CsvExampleGen(
         input_base=input_base,
-        output_config=example_gen_pb2.Output(
-            split_config=example_gen_pb2.SplitConfig(
-                splits=[example_gen_pb2.SplitConfig.Split(name=s, hash_buckets=buckets[s]) for s in SPLITS]
-            )
+        input_config=example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name=s, pattern=f"{s}/{DATA_FILE}") for s in SPLITS]
         ),
     )
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = ImportSchemaGen(schema_file=str(Path(cfg.data.schema_dir) / "schema.pbtxt"))
+    schema_file = str(Path(cfg.data.schema_dir) / "schema.pbtxt")
+    if schema_digest is None:
+        _, schema_digest = read_schema(schema_path(cfg.data.schema_dir))
+    schema_gen = CuratedSchemaGen(schema_file=schema_file, schema_digest=schema_digest).with_id(
+        "ImportSchemaGen"
+    )
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
@@ -159,6 +208,8 @@ def data_validation_nodes(cfg: Config, input_base: str, source_name: str) -> tup
         anomalies=example_validator.outputs["anomalies"],
         schema=schema_gen.outputs["schema"],
         source=source_name,
+        data_dir=input_base,
+        checks=json.dumps(dataclasses.asdict(cfg.data.checks), sort_keys=True),
     )
     return example_gen, statistics_gen, schema_gen, example_validator, data_gate
 
@@ -204,13 +255,14 @@ def create_pipeline(
     enable_cache: bool = True,
     baseline_model_uri: str | None = None,
     builtin_resolver_only: bool = False,
+    schema_digest: str | None = None,
 ) -> tfx_pipeline.Pipeline:
     """Builds the dxpipe pipeline for the selected dataset.
 
     Args:
         cfg: The validated configuration.
         pipeline_root: Where TFX writes artifacts.
-        input_base: Directory holding the canonical CSV (see `pipelines.data.materialize`).
+        input_base: Directory holding the split CSVs (see `pipelines.data.materialize`).
         source_name: The data's user-facing name (file path or loader), for data-gate messages.
         metadata_connection_config: ML Metadata connection (None lets the orchestrator choose).
         beam_pipeline_args: Arguments for the Beam-based components.
@@ -220,12 +272,13 @@ def create_pipeline(
         builtin_resolver_only: Resolve the baseline with TFX's LatestBlessedModelStrategy, the only
             model resolver Kubeflow's v2 compiler accepts. It can return the candidate itself, so a
             cached re-run re-evaluates once against its own model; local runs use BaselineStrategy.
+        schema_digest: See `data_validation_nodes`.
 
     Returns:
         The TFX pipeline.
     """
     data = cfg.data
-    validation = data_validation_nodes(cfg, input_base, source_name)
+    validation = data_validation_nodes(cfg, input_base, source_name, schema_digest)
     example_gen, _, schema_gen, _, data_gate = validation
     trainer = Trainer(
         run_fn=TRAINER_RUN_FN,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DxpipeError
+from schemas.naming import feature_name
 from serving.client import DEFAULT_URL, ServingClient
 from serving.errors import ServingError
 
@@ -110,18 +111,23 @@ def _csv_instances(path: Path, inputs: dict[str, dict]) -> Iterator[dict[str, An
         raise ServingError(f"cannot read --csv {path}: {exc.strerror}.") from None
     with handle:
         reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
+        raw_header = reader.fieldnames or []
+        # The training CSV's raw header works here too: columns are matched by the one naming rule.
+        named = {feature_name(column, i): column for i, column in enumerate(raw_header)}
+        header = [column for column in raw_header if column in inputs] + [
+            name for name in named if name in inputs and named[name] not in inputs
+        ]
         missing = sorted(set(inputs) - set(header))
         if missing:
             raise ServingError(
                 f"--csv {path} lacks columns for the model's inputs {', '.join(missing)} (its header has "
-                f"{', '.join(header) or 'no columns'})."
+                f"{', '.join(raw_header) or 'no columns'})."
             )
         convert = {name: _converter(name, info.get("dtype", "DT_STRING")) for name, info in inputs.items()}
         for line, row in enumerate(reader, start=2):
             instance = {}
             for name, to_value in convert.items():
-                text = row[name]
+                text = row[name] if name in row else row[named[name]]
                 if text is None or not text.strip():
                     # A blank cell is a missing value: JSON null, which a model that carries its schema
                     # imputes (serving/input_contract.py); NaN would be refused as a non-finite number.

@@ -12,7 +12,7 @@ import yaml
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models.features import load_schema
-from pipelines.config import DEFAULT_CONFIG, PROJECT_ROOT
+from pipelines.config import DEFAULT_CONFIG
 
 
 def rows_to_examples(text: str, schema_path: str) -> list[bytes]:
@@ -42,11 +42,9 @@ def split(values, fraction: float, seed: int = 0):
 
 
 def write_config(path: Path, workdir: Path, **wdbc_changes) -> Path:
-    """The packaged config with absolute schema paths, a workdir and changes to the wdbc entry."""
+    """A copy of the packaged config (bundled schemas still found) with a workdir and wdbc changes."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["workdir"] = str(workdir)
-    for entry in raw["datasets"].values():
-        entry["schema_dir"] = str(PROJECT_ROOT / entry["schema_dir"])
     for section, values in wdbc_changes.items():
         current = raw["datasets"]["wdbc"].get(section)
         raw["datasets"]["wdbc"][section] = {**current, **values} if isinstance(current, dict) else values

@@ -43,7 +43,7 @@ def test_config_is_frozen_and_replaceable():
         (lambda r: r["datasets"]["wdbc"]["source"].update(kind="excel"), r"source.kind is 'excel'"),
         (
             lambda r: r["datasets"]["wdbc"].update(label_map={0: 2}),
-            r"label_map maps .* to values other than 0/1",
+            r"label_map maps .* to values other than 0, 1 or 'drop'",
         ),
         (lambda r: r.pop("datasets"), r"`datasets:` is missing"),
     ],
@@ -99,3 +99,30 @@ def test_flatten_holds_the_selected_dataset_and_hyperparameters():
 def test_training_config_rejects_nonpositive_learning_rate():
     with pytest.raises(ConfigError, match="learning_rate is 0"):
         TrainingConfig(learning_rate=0)
+
+
+def test_split_and_checks_merge_from_the_top_level_per_dataset():
+    raw = _raw()
+    raw["split"] = {"train": 8, "eval": 1, "test": 1}
+    raw["checks"] = {"report_rows": 5}
+    raw["datasets"]["heart"]["split"] = {"group_by": "id"}
+    raw["datasets"]["heart"]["drop_columns"] = ["dataset"]
+    cfg = config_from_dict(raw)
+    heart = cfg.datasets["heart"]
+    assert (heart.split.train, heart.split.group_by, heart.checks.report_rows) == (8, "id", 5)
+    assert cfg.datasets["wdbc"].split.group_by == "" and cfg.datasets["wdbc"].split.train == 8
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "match"),
+    [
+        ("split", {"group_by": "a", "order_by": "b"}, "cannot both be set"),
+        ("split", {"groupby": "a"}, r"unknown key 'split.groupby' \(did you mean 'group_by'\?\)"),
+        ("checks", {"max_single_feature_auc": 0.4}, "max_single_feature_auc is 0.4; it must be between 0.5"),
+    ],
+)
+def test_bad_split_or_checks_fail_at_load(section, value, match):
+    raw = _raw()
+    raw[section] = value
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw)

@@ -76,7 +76,7 @@ def _set(rows, column, value, index=3):
             "area_error",
             "present in every row",
             "[Ff]raction|present",
-            "fill in the missing values",
+            "dxpipe never invents values",
         ),
     ],
 )
@@ -102,7 +102,8 @@ def test_each_fault_is_reported_with_column_expectation_and_fix(
     assert expected in finding.expected
     assert __import__("re").search(found, finding.found), finding.found
     assert fix in finding.fix
-    with pytest.raises(DataGateError, match=rf"(?s)1 problem\(s\) in my\.csv.*\[train\] column '{column}'"):
+    assert "fill in" not in finding.fix and "give every row" not in finding.fix
+    with pytest.raises(DataGateError, match=rf"(?s)1 problem\(s\) in my\.csv.*column '{column}' \[train\]"):
         core.enforce(findings, "my.csv")
 
 

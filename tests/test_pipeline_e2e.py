@@ -96,7 +96,9 @@ def test_bad_data_stops_at_the_gate_and_leaves_serving_untouched(first_run, tmp_
     bad_cfg = dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": data})
     before = {p: p.stat().st_mtime_ns for p in cfg.staging_base_path.rglob("*")}
     with pytest.raises(
-        DataGateError, match=r"(?s)bad\.csv.*column 'mean_radius': expected float, between 0 and 84"
+        DataGateError,
+        # The report names the split, the expectation and the offending row by its line in bad.csv.
+        match=r"(?s)bad\.csv.*column 'mean_radius' \[\w+\]: expected float, between 0 and 84.*line 6: '-3'",
     ):
         local_runner.run_pipeline(bad_cfg)
     outputs = _outputs(bad_cfg)

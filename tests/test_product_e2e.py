@@ -145,7 +145,7 @@ def test_useless_model_fails_the_gate_against_the_champion(first, capsys, workdi
 
 
 def test_bad_data_ends_the_mlflow_run_failed(first, capsys, workdir, client, tmp_path):
-    rows = (workdir / "data" / "wdbc" / "data.csv").read_text().splitlines()
+    rows = (workdir / "data" / "wdbc" / "train" / "data.csv").read_text().splitlines()
     header = rows[0].split(",")
     broken = rows[7].split(",")
     broken[header.index("mean_radius")] = "not-a-number"

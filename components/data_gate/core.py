@@ -7,10 +7,10 @@ what the data holds, and what to do about it.
 
 from __future__ import annotations
 
-import dataclasses
-
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
+from components.data_checks.findings import Finding, merge
+from components.data_checks.rows import BLANK_FIX, describe_expectation
 from pipelines.errors import DataGateError
 
 _Reason = anomalies_pb2.AnomalyInfo.Type
@@ -19,13 +19,14 @@ _Reason = anomalies_pb2.AnomalyInfo.Type
 _FIXES = {
     _Reason.SCHEMA_MISSING_COLUMN: "add the column to the CSV (every row) or, if it is truly gone, remove it "
     "from the schema and retrain",
-    _Reason.SCHEMA_NEW_COLUMN: "remove the column from the CSV, or add it to the schema after review",
-    _Reason.UNEXPECTED_DATA_TYPE: "make every value in the column a number (no text, units or commas); "
-    "leave a cell empty if it was not measured",
+    _Reason.SCHEMA_NEW_COLUMN: "if it is not a feature, list it in the dataset's `drop_columns`; otherwise add "
+    "it to the schema after review",
+    _Reason.UNEXPECTED_DATA_TYPE: "make every value in the column a number (no text, units or commas); a "
+    'marker for "not measured" goes in the dataset\'s `missing_values`',
     _Reason.FLOAT_TYPE_STRING_NOT_FLOAT: "make every value in the column a number",
     _Reason.FLOAT_TYPE_NOT_FLOAT: "make every value in the column a number",
     _Reason.INT_TYPE_NOT_INT_STRING: "make every value in the column a whole number",
-    _Reason.FLOAT_TYPE_HAS_NAN: "replace NaN cells with an empty cell (not measured) or a real value",
+    _Reason.FLOAT_TYPE_HAS_NAN: "if NaN means not measured, list it in the dataset's `missing_values`",
     _Reason.INT_TYPE_SMALL_INT: "correct the out-of-range values; widen the schema's domain only if they "
     "are clinically valid",
     _Reason.INT_TYPE_BIG_INT: "correct the out-of-range values; widen the schema's domain only if they are "
@@ -36,60 +37,17 @@ _FIXES = {
     "clinically valid",
     _Reason.ENUM_TYPE_UNEXPECTED_STRING_VALUES: "use one of the known categories, or add the new category "
     "to the schema's string domain after review",
-    _Reason.FEATURE_TYPE_LOW_FRACTION_PRESENT: "fill in the missing values (too many rows leave it empty)",
-    _Reason.FEATURE_TYPE_LOW_NUMBER_PRESENT: "fill in the missing values",
-    _Reason.FEATURE_TYPE_NOT_PRESENT: "fill in the column; no row has a value",
-    _Reason.FEATURE_TYPE_LOW_NUMBER_VALUES: "give every row exactly one value in this column",
-    _Reason.FEATURE_TYPE_HIGH_NUMBER_VALUES: "give every row exactly one value in this column",
+    _Reason.FEATURE_TYPE_LOW_FRACTION_PRESENT: BLANK_FIX,
+    _Reason.FEATURE_TYPE_LOW_NUMBER_PRESENT: BLANK_FIX,
+    _Reason.FEATURE_TYPE_NOT_PRESENT: "no row has a value: list the column in the dataset's `drop_columns`, or "
+    "fix the export",
+    _Reason.FEATURE_TYPE_LOW_NUMBER_VALUES: BLANK_FIX,
+    _Reason.FEATURE_TYPE_HIGH_NUMBER_VALUES: "give every row at most one value in this column",
 }
-_LABEL_FIX = "labels must be 0 or 1: map every raw label value to 0/1 with the dataset's `label_map`"
+_LABEL_FIX = (
+    "labels must be 0 or 1: map every raw label value to 0/1 (or `drop`) with the dataset's `label_map`"
+)
 _DEFAULT_FIX = "correct the data, or update the curated schema after review"
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    """One problem with the data.
-
-    Attributes:
-        split: The ExampleGen split it was found in.
-        column: The CSV column (empty for dataset-wide problems).
-        expected: What the curated schema requires.
-        found: What the data holds, in TFDV's words.
-        fix: What the user should do.
-    """
-
-    split: str
-    column: str
-    expected: str
-    found: str
-    fix: str
-
-    def __str__(self) -> str:
-        where = f"column {self.column!r}" if self.column else "the dataset"
-        return f"[{self.split}] {where}: expected {self.expected}; found {self.found}. Fix: {self.fix}."
-
-
-def describe_expectation(feature: schema_pb2.Feature | None, schema: schema_pb2.Schema) -> str:
-    """Returns what the schema requires of a feature, in words."""
-    if feature is None:
-        return "no such column in the schema"
-    parts = [schema_pb2.FeatureType.Name(feature.type).lower()]
-    if feature.HasField("float_domain"):
-        parts.append(f"between {feature.float_domain.min:g} and {feature.float_domain.max:g}")
-    elif feature.HasField("int_domain"):
-        parts.append(f"between {feature.int_domain.min} and {feature.int_domain.max}")
-    elif feature.domain or feature.HasField("string_domain"):
-        name = feature.domain or feature.name
-        values = next((list(d.value) for d in schema.string_domain if d.name == name), None)
-        if values is None and feature.HasField("string_domain"):
-            values = list(feature.string_domain.value)
-        if values:
-            parts.append(f"one of {values}")
-    if feature.presence.min_fraction >= 1.0:
-        parts.append("present in every row")
-    elif feature.presence.min_fraction > 0:
-        parts.append(f"present in at least {feature.presence.min_fraction:.0%} of rows")
-    return ", ".join(parts)
 
 
 def findings_from_anomalies(
@@ -114,17 +72,28 @@ def findings_from_anomalies(
         found = "; ".join((r.description or r.short_description).rstrip(".") for r in reasons)
         fix = _LABEL_FIX if column == label else _FIXES.get(reasons[0].type, _DEFAULT_FIX)
         findings.append(
-            Finding(split, column, describe_expectation(features.get(column), schema), found, fix)
+            Finding(column, (split,), describe_expectation(features.get(column), schema), found, fix)
         )
     if anomalies.HasField("dataset_anomaly_info"):
         info = anomalies.dataset_anomaly_info
         found = "; ".join(r.description for r in info.reason) or info.description
-        findings.append(Finding(split, "", "a dataset matching the schema", found, _DEFAULT_FIX))
+        findings.append(Finding("", (split,), "a dataset matching the schema", found, _DEFAULT_FIX))
     return findings
 
 
+def combine(tfdv: list[Finding], rows: list[Finding], guards: list[Finding]) -> list[Finding]:
+    """Returns one report: row-level evidence where there is any, TFDV's finding otherwise, then the guards.
+
+    TFDV names a column's problem with at most its most extreme value; the row check names every
+    offending row, so a column the row check reports keeps only the row check's entries.
+    """
+    with_rows = {f.column for f in rows}
+    kept = [f for f in merge(tfdv) if f.column not in with_rows or not f.column]
+    return [*rows, *kept, *guards]
+
+
 def format_report(findings: list[Finding], source: str) -> str:
-    """Returns the message the run stops with."""
+    """Returns the message the run stops with: one entry per column and problem, all splits together."""
     lines = [f"Data gate: {len(findings)} problem(s) in {source}; nothing was trained or pushed."]
     lines += [f"  - {finding}" for finding in findings]
     return "\n".join(lines)
