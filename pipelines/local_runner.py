@@ -102,7 +102,12 @@ def build(cfg: Config, paths: Paths, enable_cache: bool = True, baseline_model_u
 
     from pipelines.pipeline import create_pipeline
 
-    _, digest = data_lib.materialize(cfg.data, paths.input_base)
+    if cfg.data.kind == "image":
+        from pipelines import image_data  # The image kind's converter (MD5-verified .npz -> tf.Examples).
+
+        _, digest = image_data.materialize(cfg.data, paths.input_base)
+    else:
+        _, digest = data_lib.materialize(cfg.data, paths.input_base)
     source = cfg.data.source
     source_name = source.path or (f"{source.package}/{source.resource}" if source.package else source.name)
     pipeline = create_pipeline(
