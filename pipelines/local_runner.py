@@ -180,6 +180,7 @@ class TrackedResult:
         tracking_uri: Where the run was tracked.
         tracking_overhead_s: Seconds MLflow work added to the critical path.
         baseline: What the Evaluator compared against.
+        intervals: Image runs: test-split AUC and accuracy with 95 % bootstrap intervals.
     """
 
     timings: list[ComponentTiming]
@@ -189,6 +190,7 @@ class TrackedResult:
     tracking_uri: str
     tracking_overhead_s: float
     baseline: str
+    intervals: dict | None = None
 
 
 def run_tracked(
@@ -231,6 +233,12 @@ def run_tracked(
             raise
         outputs = collect_outputs(str(paths.metadata), cfg.pipeline_name)
         tracking.log_pipeline_outputs(run, outputs)
+        intervals = None
+        if cfg.data.kind == "image":
+            from pipelines.image_report import log_image_report  # Bootstrap intervals, confident errors.
+
+            threshold = cfg.data.training.operating_threshold
+            intervals = log_image_report(run, outputs, threshold, cfg.data.positive_class)
         version = None
         if outputs.model_uri:
             version = registry.register_and_gate(run, outputs, policy, model_name=cfg.model_name)
@@ -242,6 +250,7 @@ def run_tracked(
             tracking_uri=run.config.tracking_uri or "",
             tracking_overhead_s=0.0,
             baseline=describe_baseline(outputs.baseline_model_uri, champion_uri),
+            intervals=intervals,
         )
     result.tracking_overhead_s = run.overhead_s
     return result

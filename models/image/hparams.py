@@ -21,12 +21,15 @@ class CnnConfig:
             converted to grayscale and resized (area averaging) to it inside the model.
         filters: Filters of each stage (two 3x3 convolutions, batch norm, ReLU, then 2x2 max pooling).
         dropout: Dropout before the output unit.
+        label_smoothing: Targets move this far towards 0.5 (0 and 1 become 0.05 and 0.95 at 0.1): the
+            network is not pushed to certainty on 28-pixel images whose labels come from a whole study.
         learning_rate: Adam's initial learning rate (halved when the eval loss plateaus).
         epochs: Maximum epochs; early stopping on the eval split's loss usually ends sooner.
         batch_size: Mini-batch size.
         early_stopping_patience: Epochs without eval-loss improvement before stopping; the best epoch's
             weights are kept.
-        augment: Random shifts, small rotations, zoom and contrast on the training split only.
+        augment: Random shifts, rotations, zoom and contrast on the training split only (see
+            `models.image.network.build_augmenter`).
         class_weighting: `balanced` weighs each class by the inverse of its training frequency, so the
             model's probabilities assume a 50/50 prior rather than the training split's prevalence;
             `none` trains on the raw frequencies.
@@ -34,7 +37,8 @@ class CnnConfig:
 
     input_size: int = 28
     filters: tuple[int, ...] = (16, 32, 64)
-    dropout: float = 0.3
+    dropout: float = 0.5
+    label_smoothing: float = 0.1
     learning_rate: float = 0.001
     epochs: int = 30
     batch_size: int = 128
@@ -56,6 +60,10 @@ class CnnConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise HparamsError(f"image.model.dropout is {self.dropout}; it must be in [0, 1).")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise HparamsError(
+                f"image.model.label_smoothing is {self.label_smoothing}; it must be in [0, 0.5)."
+            )
         for name in ("epochs", "batch_size", "early_stopping_patience"):
             if getattr(self, name) < 1:
                 raise HparamsError(f"image.model.{name} is {getattr(self, name)}; it must be at least 1.")

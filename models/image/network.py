@@ -114,14 +114,15 @@ def build_cnn(cfg: CnnConfig) -> keras.Model:
 def build_augmenter(seed: int) -> keras.Sequential:
     """Random transformations applied to the training split only (never eval, test or serving).
 
-    Shifts, small rotations and zoom stand in for how a film sits on the detector; contrast for the
-    exposure differences between X-ray units. No flips: anatomy is not left-right symmetric.
+    Shifts (up to 15 % of a side), rotations (up to 0.08 of a half turn, about 14 degrees) and zoom (up to
+    15 %) stand in for how a patient stands before the detector; contrast for the exposure differences
+    between X-ray units. No flips: anatomy is not left-right symmetric.
     """
     return keras.Sequential(
         [
-            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed),
-            keras.layers.RandomRotation(0.05, fill_mode="nearest", seed=seed + 1),
-            keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2),
+            keras.layers.RandomTranslation(0.15, 0.15, fill_mode="nearest", seed=seed),
+            keras.layers.RandomRotation(0.08, fill_mode="nearest", seed=seed + 1),
+            keras.layers.RandomZoom(0.15, fill_mode="nearest", seed=seed + 2),
             keras.layers.RandomContrast(0.2, seed=seed + 3),
         ],
         name="augment",

@@ -102,7 +102,7 @@ def train(
     cnn = build_cnn(cfg)
     cnn.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss="binary_crossentropy",
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=[keras.metrics.AUC(name="auc")],
     )
     train_data = tf.data.Dataset.from_tensor_slices((x_train, y_train.astype(np.float32)))

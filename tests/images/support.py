@@ -34,7 +34,8 @@ def subset(
         prefix = image_data.SPLIT_KEYS[split]
         images, labels = arrays[f"{prefix}_images"][:n], arrays[f"{prefix}_labels"][:n, 0]
         out[split] = [
-            (f"{prefix}-{i:05d}", png(im), int(lb)) for i, (im, lb) in enumerate(zip(images, labels))
+            (f"{prefix}-{i:05d}", png(im), int(lb))
+            for i, (im, lb) in enumerate(zip(images, labels, strict=True))
         ]
     return out
 
