@@ -10,7 +10,9 @@ model's `from_examples` signature on the test split's examples, the same inputs 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 
 BOOTSTRAP_SAMPLES = 1000
 GRID = 16
+INTERVALS_FILE = "test_intervals.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +37,17 @@ class Interval:
         return f"{self.value:.3f} (95% CI {self.low:.3f}-{self.high:.3f})"
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+def _auc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row (Mann-Whitney U over average ranks, so ties count one half); NaN for one class."""
+    from scipy.stats import rankdata
 
-    return float(roc_auc_score(labels, scores))
+    labels, scores = np.atleast_2d(labels), np.atleast_2d(scores)
+    ranks = rankdata(scores, axis=1)
+    positives = labels.sum(axis=1)
+    negatives = labels.shape[1] - positives
+    u = (ranks * labels).sum(axis=1) - positives * (positives + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((positives > 0) & (negatives > 0), u / (positives * negatives), np.nan)
 
 
 def bootstrap_intervals(
@@ -52,21 +62,18 @@ def bootstrap_intervals(
     Resamples holding a single class (possible for tiny sets) have no AUC and are left out of its interval.
     """
     labels, probability = np.asarray(labels), np.asarray(probability)
-    rng = np.random.default_rng(seed)
+    index = np.random.default_rng(seed).integers(0, len(labels), (samples, len(labels)))
     correct = (probability >= threshold) == (labels == 1)
-    aucs, accuracies = [], []
-    for _ in range(samples):
-        index = rng.integers(0, len(labels), len(labels))
-        accuracies.append(correct[index].mean())
-        if 0 < labels[index].sum() < len(index):
-            aucs.append(_auc(labels[index], probability[index]))
+    aucs = _auc(labels[index], probability[index])
+    aucs = aucs[~np.isnan(aucs)]
+    accuracies = correct[index].mean(axis=1)
 
-    def interval(value: float, draws: list[float]) -> Interval:
-        low, high = np.percentile(draws, [2.5, 97.5]) if draws else (float("nan"), float("nan"))
+    def interval(value: float, draws: np.ndarray) -> Interval:
+        low, high = np.percentile(draws, [2.5, 97.5]) if len(draws) else (float("nan"), float("nan"))
         return Interval(float(value), float(low), float(high))
 
     return {
-        "auc": interval(_auc(labels, probability), aucs),
+        "auc": interval(float(_auc(labels, probability)[0]), aucs),
         "accuracy": interval(float(correct.mean()), accuracies),
     }
 
@@ -148,7 +155,7 @@ def build_report(
         captions,
         f"Most confident test-split errors (1 = {positive_class}, threshold {threshold})",
     )
-    (directory / "test_intervals.json").write_text(
+    (directory / INTERVALS_FILE).write_text(
         json.dumps({k: dataclasses.asdict(v) for k, v in intervals.items()}, indent=2)
     )
     return intervals
@@ -160,24 +167,51 @@ def _log_in_session(session: Any, directory: str, metrics: dict[str, float]) -> 
     session.client.log_artifacts(session.run_id, directory, "plots")
 
 
+def _cached_report(
+    model_uri: str, examples_uri: str, threshold: float, positive_class: str, cache: Path
+) -> Path:
+    """Returns a directory holding the report, built once per (model, examples, threshold, class name).
+
+    A cached re-run scores the same model on the same examples: its report is the one already made, so
+    the re-run logs those files instead of scoring 624 images again. The directory appears whole or not
+    at all (built beside it, then renamed).
+    """
+    key = json.dumps([model_uri, examples_uri, threshold, positive_class]).encode()
+    target = cache / hashlib.sha256(key).hexdigest()[:16]
+    if (target / INTERVALS_FILE).is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".building-", dir=cache) as tmp:
+        build_report(model_uri, examples_uri, threshold, positive_class, Path(tmp))
+        with contextlib.suppress(OSError):  # Another run made it meanwhile: keep that one.
+            Path(tmp).rename(target)
+    return target
+
+
 def log_image_report(
-    run: Any, outputs: Any, threshold: float, positive_class: str
+    run: Any, outputs: Any, threshold: float, positive_class: str, cache: Path
 ) -> dict[str, Interval] | None:
-    """Builds the report of a run that trained an image model and logs it to the run's MLflow run.
+    """Builds (or reuses) the report of a run that trained an image model and logs it to its MLflow run.
+
+    Args:
+        run: The open tracked run.
+        outputs: The TFX run's outputs (`pipelines.mlflow_mlmd.collect_outputs`).
+        threshold: The operating threshold accuracy is measured at.
+        positive_class: What label 1 means, for the grid's title.
+        cache: Directory keeping reports by model and examples (under the workdir).
 
     Returns:
         The test-split intervals, or None when the run produced no model.
     """
     if not (outputs.model_uri and outputs.examples_uri):
         return None
-    with tempfile.TemporaryDirectory(prefix="dxpipe-image-report-") as tmp:
-        intervals = build_report(
-            outputs.model_uri, outputs.examples_uri, threshold, positive_class, Path(tmp)
-        )
-        metrics = {
-            f"test_{name}_ci95_{side}": getattr(interval, side)
-            for name, interval in intervals.items()
-            for side in ("low", "high")
-        }
-        run.call("image_report", "logging the image report", _log_in_session, tmp, metrics)
+    directory = _cached_report(outputs.model_uri, outputs.examples_uri, threshold, positive_class, cache)
+    raw = json.loads((directory / INTERVALS_FILE).read_text())
+    intervals = {name: Interval(**values) for name, values in raw.items()}
+    metrics = {
+        f"test_{name}_ci95_{side}": getattr(interval, side)
+        for name, interval in intervals.items()
+        for side in ("low", "high")
+    }
+    run.call("image_report", "logging the image report", _log_in_session, str(directory), metrics)
     return intervals

@@ -238,7 +238,8 @@ def run_tracked(
             from pipelines.image_report import log_image_report  # Bootstrap intervals, confident errors.
 
             threshold = cfg.data.training.operating_threshold
-            intervals = log_image_report(run, outputs, threshold, cfg.data.positive_class)
+            cache = paths.workdir / "reports"
+            intervals = log_image_report(run, outputs, threshold, cfg.data.positive_class, cache)
         version = None
         if outputs.model_uri:
             version = registry.register_and_gate(run, outputs, policy, model_name=cfg.model_name)
