@@ -93,9 +93,34 @@ def test_a_bad_image_stops_the_run_at_the_data_gate(
 
 
 def test_tfdv_image_statistics_catch_bytes_that_are_no_image(tmp_path, image_cfg, clean):
-    # TFDV's own image-domain check (format by signature, minimum_supported_image_fraction) sees this one.
-    splits = _with(clean, "train", 5, encoded=b"not an image at all" * 4)
-    with pytest.raises(
-        DataGateError, match=r"(?s)\[train\] column 'image'.*(supported images|no known image signature)"
-    ):
-        _run(tmp_path, image_cfg, splits)
+    # TFDV's own check, as StatisticsGen and ExampleValidator run it in the image pipeline: semantic-domain
+    # statistics and the schema's image_domain (minimum_supported_image_fraction 1.0) see a value with no
+    # image signature. (In a pipeline run the ImageGate, scheduled first, reports it too.)
+    import tensorflow as tf
+    import tensorflow_data_validation as tfdv
+
+    from components.data_gate.core import findings_from_anomalies
+    from models.features import load_schema
+    from pipelines import image_data
+
+    rows = _with(clean, "train", 5, encoded=b"<html>not an image</html>")["train"]
+    path = tmp_path / "train.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image_id, encoded, label in rows:
+            writer.write(image_data.serialize_example(image_id, encoded, label))
+    stats = tfdv.generate_statistics_from_tfrecord(
+        str(path), stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True)
+    )
+    schema = load_schema(f"{image_cfg.data.schema_dir}/schema.pbtxt")
+    findings = findings_from_anomalies("train", tfdv.validate_statistics(stats, schema), schema)
+    assert [f.column for f in findings] == ["image"]
+    assert "TensorFlow supported images: 0.99375 is lower than the threshold" in findings[0].found
+    # A truncated PNG keeps its signature: TFDV's statistics pass it (the ImageGate is what catches it).
+    rows = _with(clean, "train", 5, encoded=clean["train"][5][1][:120])["train"]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image_id, encoded, label in rows:
+            writer.write(image_data.serialize_example(image_id, encoded, label))
+    stats = tfdv.generate_statistics_from_tfrecord(
+        str(path), stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True)
+    )
+    assert findings_from_anomalies("train", tfdv.validate_statistics(stats, schema), schema) == []
