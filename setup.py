@@ -16,7 +16,7 @@ setup(
     # to the install root, as in the repository), and the Kubernetes manifests serving.deploy loads.
     package_data={
         "pipelines": ["configs/*.yaml"],
-        "schemas": ["*/schema.pbtxt", "README.md"],
+        "schemas": ["*/schema.pbtxt", "README.md", "MEDMNIST-ATTRIBUTION.md"],
         "serving": ["k8s/*.yaml"],
     },
     entry_points={

@@ -94,6 +94,9 @@ def _print_summary(cfg, result, wall: float) -> None:
             f"\nTest split ({cfg.data.positive_class} = 1, threshold {cfg.data.training.operating_threshold}):"
         )
         print(report.format_metrics_table(metrics))
+    if getattr(result, "intervals", None):
+        bounds = ", ".join(f"{name} {interval}" for name, interval in result.intervals.items())
+        print(f"95% bootstrap intervals (test split resampled 1000 times): {bounds}")
     if outputs.blessed:
         print(f"\nEvaluator: blessed - every threshold met; compared with {result.baseline}.")
     elif outputs.blessed is False:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from components.registry_gate.core import GatePolicy
+from models.image.hparams import IMAGE_FORMATS, CnnConfig, HparamsError
 from pipelines.errors import ConfigError
 from pipelines.mlflow_store import TrackingConfig
 from schemas.files import resolve_dir
@@ -47,11 +49,16 @@ class SourceConfig:
 
     Attributes:
         kind: `sklearn` (a bundled scikit-learn loader), `package` (a CSV shipped inside an installed
-            package) or `csv` (a file of the user's).
+            package), `csv` (a file of the user's) or `medmnist` (an official MedMNIST `.npz` file of
+            images, for datasets of kind `image`).
         name: The scikit-learn loader, e.g. `load_breast_cancer` (kind `sklearn`).
         package: The installed package holding the CSV (kind `package`).
         resource: The CSV's path inside that package (kind `package`).
-        path: The user's CSV file (kind `csv`).
+        path: The user's CSV file (kind `csv`) or the `.npz` file (kind `medmnist`); relative paths are
+            relative to the config file (the packaged config: the project root).
+        md5: The file's published MD5 (kind `medmnist`); it is verified before conversion.
+        dir_env: An environment variable that, when set, names the directory holding the file instead
+            of `path`'s directory (kind `medmnist`; e.g. `DXPIPE_MEDMNIST_DIR`).
     """
 
     kind: str
@@ -59,9 +66,16 @@ class SourceConfig:
     package: str = ""
     resource: str = ""
     path: str = ""
+    md5: str = ""
+    dir_env: str = ""
 
     def __post_init__(self):
-        required = {"sklearn": ("name",), "package": ("package", "resource"), "csv": ("path",)}
+        required = {
+            "sklearn": ("name",),
+            "package": ("package", "resource"),
+            "csv": ("path",),
+            "medmnist": ("path", "md5"),
+        }
         if self.kind not in required:
             raise ConfigError(
                 f"source.kind is {self.kind!r}; use one of {sorted(required)}{_hint(self.kind, required)}."
@@ -193,11 +207,45 @@ class DataChecksConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageConfig:
+    """What an image dataset's examples must hold (checked at the data gate) and the CNN's settings.
+
+    Attributes:
+        height: Pixel rows every training image must have.
+        width: Pixel columns every training image must have.
+        channels: Channel count every training image must have (1 grayscale, 3 RGB).
+        formats: Encodings accepted in the examples (`png`, `jpeg`).
+        model: The CNN's hyperparameters (`models.image.hparams.CnnConfig` keys).
+    """
+
+    height: int = 28
+    width: int = 28
+    channels: int = 1
+    formats: tuple[str, ...] = ("png",)
+    model: CnnConfig = dataclasses.field(default_factory=CnnConfig)
+
+    def __post_init__(self):
+        for name in ("height", "width"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"image.{name} is {getattr(self, name)}; it must be at least 1.")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"image.channels is {self.channels}; use 1 (grayscale) or 3 (RGB).")
+        unknown = [f for f in self.formats if f not in IMAGE_FORMATS]
+        if unknown or not self.formats:
+            raise ConfigError(f"image.formats is {list(self.formats)}; use some of {list(IMAGE_FORMATS)}.")
+
+
+DATASET_KINDS = ("table", "image")
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     """One dataset: where it comes from, how its label is read, and its curated schema.
 
     Attributes:
         source: Where the rows come from.
+        kind: `table` (CSV rows) or `image` (encoded images and a label; see `image`).
+        image: The image contract and CNN settings (kind `image` only).
         label_column: The column holding the label.
         label_map: Raw label value (as written in the file) to 0/1, or to `drop` to remove those rows
             (an invalid test result); the run reports how many. Values not in the map are kept, so the
@@ -234,8 +282,19 @@ class DatasetConfig:
     gate: dict[str, Any] = dataclasses.field(default_factory=dict)
     split: SplitConfig = SplitConfig()
     checks: DataChecksConfig = DataChecksConfig()
+    kind: str = "table"
+    image: ImageConfig = ImageConfig()
 
     def __post_init__(self):
+        if self.kind not in DATASET_KINDS:
+            raise ConfigError(
+                f"kind is {self.kind!r}; use one of {list(DATASET_KINDS)}{_hint(self.kind, DATASET_KINDS)}."
+            )
+        if (self.kind == "image") != (self.source.kind == "medmnist"):
+            raise ConfigError(
+                f"a dataset of kind {self.kind!r} cannot read source.kind {self.source.kind!r}; image datasets "
+                "read `medmnist` files and tables read CSV sources."
+            )
         bad = {
             k: v
             for k, v in self.label_map.items()
@@ -441,7 +500,10 @@ def _build(cls, data: Any, where: str):
             kwargs[name] = _coerce(data[name], hints[name], _join(where, name))
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{_join(where, name)!r} is required.")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except HparamsError as err:  # A model's own range check, reported like every config error.
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _join(where: str, key: str) -> str:
@@ -456,6 +518,19 @@ def _merge(base: Mapping, override: Mapping) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def _source_path(source: Mapping, base_dir: Path) -> str:
+    """Resolves a source file: in `$<dir_env>` when that variable is set, else relative to `base_dir`.
+
+    The variable is read here, at load, so the rest of the code sees one resolved path (CI and each
+    engineer's checkout keep the shared read-only data in different places).
+    """
+    path = Path(str(source["path"]))
+    directory = os.environ.get(str(source.get("dir_env") or "")) if source.get("dir_env") else None
+    if directory:
+        return str((Path(directory) / path.name).resolve())
+    return str((base_dir / path).resolve())
 
 
 def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
@@ -497,7 +572,7 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
             entry["schema_dir"] = str(resolve_dir(str(entry["schema_dir"]), base_dir))
         source = entry.get("source")
         if isinstance(source, Mapping) and source.get("path"):
-            entry["source"] = {**source, "path": str((base_dir / str(source["path"])).resolve())}
+            entry["source"] = {**source, "path": _source_path(source, base_dir)}
         datasets[str(name)] = _build(DatasetConfig, entry, f"datasets.{name}")
     raw["datasets"] = datasets
     cfg = _build(Config, raw, "")

@@ -43,15 +43,17 @@ TRAINER_RUN_FN = "models.trainer.run_fn"
 GATED_SPLIT = "test"
 
 
-def models_code_digest() -> str:
-    """Digest of the model package's source.
+def models_code_digest(subpackage: str = "") -> str:
+    """Digest of the model package's source (its top-level modules, plus `subpackage`'s if named).
 
     The Trainer is referenced by module path, which TFX's cache key cannot see into; putting this digest
     in its custom_config makes a code change re-train instead of reusing a stale cached model.
     """
+    root = Path(models.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(Path(models.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    paths = sorted(root.glob("*.py")) + (sorted((root / subpackage).glob("*.py")) if subpackage else [])
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -278,6 +280,23 @@ def create_pipeline(
         The TFX pipeline.
     """
     data = cfg.data
+    if data.kind == "image":
+        from pipelines.image_pipeline import image_nodes  # The image kind's own nodes, kept in its module.
+
+        nodes, example_gen, trainer = image_nodes(cfg, input_base, source_name, models_code_digest("image"))
+        return tfx_pipeline.Pipeline(
+            pipeline_name=cfg.pipeline_name,
+            pipeline_root=pipeline_root,
+            components=[
+                *nodes,
+                *evaluation_and_push_nodes(
+                    cfg, example_gen, trainer, baseline_model_uri, builtin_resolver_only
+                ),
+            ],
+            enable_cache=enable_cache,
+            metadata_connection_config=metadata_connection_config,
+            beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else cfg.beam.args(),
+        )
     validation = data_validation_nodes(cfg, input_base, source_name, schema_digest)
     example_gen, _, schema_gen, _, data_gate = validation
     trainer = Trainer(

@@ -8,6 +8,7 @@ code) as its default, and reports a user error by raising a `DxpipeError`, which
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import sys
@@ -49,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="CSV file with a header row.")
     source.add_argument("--json", type=Path, help='JSON file: {"instances": ...}, {"inputs": ...} or a list.')
+    source.add_argument(
+        "--image", type=Path, nargs="+", help="Image file(s) (PNG or JPEG), sent as b64 to an image model."
+    )
     predict.add_argument("--server", default=DEFAULT_URL, help=f"REST endpoint (default {DEFAULT_URL}).")
     predict.add_argument("--signature_name", default="", help="Signature to call (default serving_default).")
     predict.add_argument("--batch_size", type=int, default=256, help="CSV rows per request.")
@@ -153,6 +157,14 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _read_image(path: Path) -> bytes:
+    """Returns an image file's bytes; the model decodes and checks them (a bad one gets the server's 400)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ServingError(f"cannot read --image {path}: {exc.strerror}.") from None
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, ensure_ascii=False))
 
@@ -168,6 +180,14 @@ def run_predict(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ServingError(f"cannot read --token_file {args.token_file}: {exc.strerror}.") from None
     client = ServingClient(args.server, timeout=args.timeout, token=token)
+    if args.image is not None:
+        for chunk in _chunks(iter(args.image), args.batch_size):
+            instances = [{"b64": base64.b64encode(_read_image(path)).decode("ascii")} for path in chunk]
+            for prediction in client.predict(
+                args.model, instances, signature_name=args.signature_name or None
+            ):
+                _print_json(prediction)
+        return 0
     if args.csv is not None:
         signature = args.signature_name or "serving_default"
         signatures = client.signature_defs(args.model)

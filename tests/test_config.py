@@ -14,7 +14,7 @@ def _raw():
 def test_default_config_loads_every_dataset():
     cfg = load_config()
     assert cfg.dataset == "wdbc"
-    assert set(cfg.datasets) == {"wdbc", "heart", "pima"}
+    assert set(cfg.datasets) == {"wdbc", "heart", "pima", "pneumoniamnist", "breastmnist"}
     # Dataset overrides merge over the top-level defaults key by key.
     assert cfg.datasets["heart"].training.l2 == 0.01
     assert cfg.datasets["heart"].training.epochs == cfg.training.epochs
