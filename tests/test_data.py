@@ -216,7 +216,7 @@ def test_predict_csv_accepts_the_training_csvs_raw_header(tmp_path):
     }
     rows = list(_csv_instances(path, inputs))
     assert rows[0] == {"v1": 1.5, "mean_radius": 12.0, "sex": "F"}
-    assert rows[1]["mean_radius"] == 13.0 and rows[1]["v1"] != rows[1]["v1"]  # blank -> NaN
+    assert rows[1]["mean_radius"] == 13.0 and rows[1]["v1"] is None  # blank -> JSON null (missing)
 
 
 def test_a_run_killed_while_writing_leaves_nothing_that_blocks_the_next(tmp_path, default_cfg):
