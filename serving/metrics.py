@@ -11,7 +11,6 @@ patient data.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import sys
 import time
@@ -19,45 +18,60 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 log = logging.getLogger("dxpipe.serving")
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _VersionCollector:
+    """Model-version gauges, read from the manager at scrape time (nothing to keep in step)."""
 
+    def __init__(
+        self,
+        known_models: Callable[[], list[str]],
+        version_states: Callable[[], list[tuple[str, int, str]]],
+        started: float,
+    ):
+        self._known_models = known_models
+        self._version_states = version_states
+        self._started = started
 
-class _Histogram:
-    __slots__ = ("bounds", "count", "counts", "sum")
-
-    def __init__(self, bounds: tuple):
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def render(self, name: str, labels: str, out: list[str]) -> None:
-        running = 0
-        sep = "," if labels else ""
-        for bound, count in zip(self.bounds, self.counts, strict=False):
-            running += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum{{{labels}}} {self.sum}")
-        out.append(f"{name}_count{{{labels}}} {self.count}")
+    def collect(self):
+        """Yields the gauges (called by prometheus_client for each scrape)."""
+        states = GaugeMetricFamily(
+            "dxpipe_serving_model_version_state",
+            "1 for the current state of each model version.",
+            labels=["model", "version", "state"],
+        )
+        loaded: dict[str, int] = {}
+        for model, version, state in self._version_states():
+            states.add_metric([model, str(version), state], 1)
+            loaded[model] = loaded.get(model, 0) + (state == "AVAILABLE")
+        yield states
+        versions = GaugeMetricFamily(
+            "dxpipe_serving_loaded_versions", "Versions of each model loaded and serving.", labels=["model"]
+        )
+        for model in self._known_models():
+            versions.add_metric([model], loaded.get(model, 0))
+        yield versions
+        yield GaugeMetricFamily(
+            "dxpipe_serving_start_time_seconds", "When the server started (Unix time).", value=self._started
+        )
 
 
 class Metrics:
-    """Request, latency, batching and model-state metrics in Prometheus text format.
+    """Request, latency, batching and model-state metrics, exposed by prometheus_client.
+
+    Each server has its own registry (several servers can live in one process, as in the tests). The
+    per-request work is two calls on cached label children: `python -m bench.serving.metrics` measured it
+    against the hand-written counters this replaced (BENCHMARKS.md).
 
     Args:
         known_models: Returns the configured model names.
@@ -71,14 +85,40 @@ class Metrics:
         has_model: Callable[[str], bool],
         version_states: Callable[[], list[tuple[str, int, str]]],
     ):
-        self._known_models = known_models
         self._has_model = has_model
-        self._version_states = version_states
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[tuple[str, str], _Histogram] = {}
-        self.batch_rows: dict[str, _Histogram] = {}
-        self.batch_requests: dict[str, int] = {}
         self.started = time.time()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._requests = Counter(
+            "dxpipe_serving_requests",
+            "REST requests by model, verb and HTTP status.",
+            ["model", "verb", "code"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "dxpipe_serving_request_latency_seconds",
+            "REST request latency, receipt to response.",
+            ["model", "verb"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._batch_rows = Histogram(
+            "dxpipe_serving_batch_rows",
+            "Rows per model call (server-side batching).",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self._batched = Counter(
+            "dxpipe_serving_batched_requests",
+            "Requests answered by model calls.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.registry.register(_VersionCollector(known_models, version_states, self.started))
+        # Label children by key: looking them up through .labels() on every request costs a lock and a
+        # tuple build; label values are bounded (see the module docstring), so the cache is too.
+        self._request_children: dict[tuple[str, str, int], tuple] = {}
+        self._batch_children: dict[str, tuple] = {}
 
     def model_label(self, name: str) -> str:
         """The model label for a request: the name if it is a configured model, else empty."""
@@ -87,73 +127,29 @@ class Metrics:
     def observe(self, model: str, verb: str, status: int, seconds: float) -> None:
         """Counts one finished request."""
         key = (model, verb, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        histogram = self.latency.get((model, verb))
-        if histogram is None:
-            histogram = self.latency[(model, verb)] = _Histogram(_LATENCY_BUCKETS)
-        histogram.observe(seconds)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self._requests.labels(model, verb, str(status)),
+                self._latency.labels(model, verb),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def on_batch(self, model: str, rows: int, requests: int) -> None:
         """Counts one model call of `rows` rows serving `requests` requests."""
-        histogram = self.batch_rows.get(model)
-        if histogram is None:
-            histogram = self.batch_rows[model] = _Histogram(_BATCH_BUCKETS)
-        histogram.observe(rows)
-        self.batch_requests[model] = self.batch_requests.get(model, 0) + requests
+        children = self._batch_children.get(model)
+        if children is None:
+            children = self._batch_children[model] = (
+                self._batch_rows.labels(model),
+                self._batched.labels(model),
+            )
+        children[0].observe(rows)
+        children[1].inc(requests)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        out = [
-            "# HELP dxpipe_serving_requests_total REST requests by model, verb and HTTP status.",
-            "# TYPE dxpipe_serving_requests_total counter",
-        ]
-        for (model, verb, status), count in sorted(self.requests.items()):
-            out.append(
-                f'dxpipe_serving_requests_total{{model="{_escape(model)}",verb="{verb}",code="{status}"}} {count}'
-            )
-        out += [
-            "# HELP dxpipe_serving_request_latency_seconds REST request latency, receipt to response.",
-            "# TYPE dxpipe_serving_request_latency_seconds histogram",
-        ]
-        for (model, verb), histogram in sorted(self.latency.items()):
-            histogram.render(
-                "dxpipe_serving_request_latency_seconds", f'model="{_escape(model)}",verb="{verb}"', out
-            )
-        out += [
-            "# HELP dxpipe_serving_batch_rows Rows per model call (server-side batching).",
-            "# TYPE dxpipe_serving_batch_rows histogram",
-        ]
-        for model, histogram in sorted(self.batch_rows.items()):
-            histogram.render("dxpipe_serving_batch_rows", f'model="{_escape(model)}"', out)
-        out += [
-            "# HELP dxpipe_serving_batched_requests_total Requests answered by model calls.",
-            "# TYPE dxpipe_serving_batched_requests_total counter",
-        ]
-        for model, count in sorted(self.batch_requests.items()):
-            out.append(f'dxpipe_serving_batched_requests_total{{model="{_escape(model)}"}} {count}')
-        out += [
-            "# HELP dxpipe_serving_model_version_state 1 for the current state of each model version.",
-            "# TYPE dxpipe_serving_model_version_state gauge",
-        ]
-        loaded: dict[str, int] = {}
-        for model, version, state in self._version_states():
-            out.append(
-                f'dxpipe_serving_model_version_state{{model="{_escape(model)}",version="{version}",'
-                f'state="{state}"}} 1'
-            )
-            loaded[model] = loaded.get(model, 0) + (state == "AVAILABLE")
-        out += [
-            "# HELP dxpipe_serving_loaded_versions Versions of each model loaded and serving.",
-            "# TYPE dxpipe_serving_loaded_versions gauge",
-        ]
-        for model in self._known_models():
-            out.append(f'dxpipe_serving_loaded_versions{{model="{_escape(model)}"}} {loaded.get(model, 0)}')
-        out += [
-            "# HELP dxpipe_serving_start_time_seconds When the server started (Unix time).",
-            "# TYPE dxpipe_serving_start_time_seconds gauge",
-            f"dxpipe_serving_start_time_seconds {self.started}",
-        ]
-        return ("\n".join(out) + "\n").encode()
+        """The Prometheus text exposition (format 0.0.4)."""
+        return generate_latest(self.registry)
 
 
 class AccessLog:

@@ -29,6 +29,7 @@ from serving.errors import ApiError, Code, invalid_argument
 from serving.httpserver import Request, Response, json_error
 from serving.input_contract import InputContract, add_flags
 from serving.jsonio import debug_string, encode_text, parse_request_body
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import PROMETHEUS_PATH, AccessLog, Metrics
 
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
@@ -183,7 +184,7 @@ class RestApi:
         if path == PROMETHEUS_PATH:
             return self._finish(
                 request,
-                Response(200, self.metrics.render(), "text/plain; version=0.0.4"),
+                Response(200, self.metrics.render(), METRICS_CONTENT_TYPE),
                 "",
                 None,
                 "metrics",
