@@ -300,9 +300,16 @@ class RestApi:
             nulls: dict = {}
             if fmt == tensors.ROW:
                 instances = doc["instances"]
-                if form == _FEATURES:
+                try:
+                    feeds = tensors.instances_to_arrays(instances, signature)
+                except ApiError:
+                    if form != _FEATURES:
+                        raise
+                    # Only a row that fails conversion can lack a feature, name an unknown one or hold a
+                    # null (conversion demands exactly the inputs' names and numbers), so valid rows pay
+                    # nothing here: the contract names the problem, or turns nulls into missing markers.
                     instances, nulls = contract.prepare_instances(instances)
-                feeds = tensors.instances_to_arrays(instances, signature)
+                    feeds = tensors.instances_to_arrays(instances, signature)
                 render = tensors.row_response
             else:
                 inputs = doc["inputs"]
