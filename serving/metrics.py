@@ -11,6 +11,7 @@ patient data.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import sys
 import time
@@ -18,9 +19,10 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.utils import floatToGoString
 
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -30,21 +32,76 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 log = logging.getLogger("dxpipe.serving")
 
 
-class _VersionCollector:
-    """Model-version gauges, read from the manager at scrape time (nothing to keep in step)."""
+class _Buckets:
+    """One histogram's counts, kept as plain numbers on the hot path (prometheus_client renders them)."""
 
-    def __init__(
-        self,
-        known_models: Callable[[], list[str]],
-        version_states: Callable[[], list[tuple[str, int, str]]],
-        started: float,
-    ):
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """prometheus_client's bucket list: (upper bound, cumulative count), `+Inf` last."""
+        out, running = [], 0
+        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+class _Collector:
+    """Builds the metric families from the server's counts at scrape time.
+
+    prometheus_client's own Counter and Histogram take locks per observation, which measured several times
+    the cost of a dict increment per request (`python -m bench.serving.metrics`, BENCHMARKS.md); a custom
+    collector is the library's way to expose numbers kept elsewhere, and the text format, escaping and
+    content type stay the library's.
+    """
+
+    def __init__(self, metrics: Metrics, known_models, version_states):
+        self._metrics = metrics
         self._known_models = known_models
         self._version_states = version_states
-        self._started = started
 
     def collect(self):
-        """Yields the gauges (called by prometheus_client for each scrape)."""
+        """Yields every family (called by prometheus_client for each scrape)."""
+        m = self._metrics
+        requests = CounterMetricFamily(
+            "dxpipe_serving_requests",
+            "REST requests by model, verb and HTTP status.",
+            labels=["model", "verb", "code"],
+        )
+        for (model, verb, status), count in sorted(m.requests.items()):
+            requests.add_metric([model, verb, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "dxpipe_serving_request_latency_seconds",
+            "REST request latency, receipt to response.",
+            labels=["model", "verb"],
+        )
+        for (model, verb), buckets in sorted(m.latency.items()):
+            latency.add_metric([model, verb], buckets.cumulative(), buckets.sum)
+        yield latency
+        rows = HistogramMetricFamily(
+            "dxpipe_serving_batch_rows", "Rows per model call (server-side batching).", labels=["model"]
+        )
+        for model, buckets in sorted(m.batch_rows.items()):
+            rows.add_metric([model], buckets.cumulative(), buckets.sum)
+        yield rows
+        batched = CounterMetricFamily(
+            "dxpipe_serving_batched_requests", "Requests answered by model calls.", labels=["model"]
+        )
+        for model, count in sorted(m.batch_requests.items()):
+            batched.add_metric([model], count)
+        yield batched
         states = GaugeMetricFamily(
             "dxpipe_serving_model_version_state",
             "1 for the current state of each model version.",
@@ -62,16 +119,16 @@ class _VersionCollector:
             versions.add_metric([model], loaded.get(model, 0))
         yield versions
         yield GaugeMetricFamily(
-            "dxpipe_serving_start_time_seconds", "When the server started (Unix time).", value=self._started
+            "dxpipe_serving_start_time_seconds", "When the server started (Unix time).", value=m.started
         )
 
 
 class Metrics:
-    """Request, latency, batching and model-state metrics, exposed by prometheus_client.
+    """Request, latency, batching and model-state metrics, exposed through prometheus_client.
 
-    Each server has its own registry (several servers can live in one process, as in the tests). The
-    per-request work is two calls on cached label children: `python -m bench.serving.metrics` measured it
-    against the hand-written counters this replaced (BENCHMARKS.md).
+    The hot path only adds to plain numbers (two dict operations per request); each server has its own
+    registry with one custom collector that turns them into prometheus_client metric families when scraped
+    (several servers can live in one process, as in the tests).
 
     Args:
         known_models: Returns the configured model names.
@@ -87,38 +144,12 @@ class Metrics:
     ):
         self._has_model = has_model
         self.started = time.time()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], _Buckets] = {}
+        self.batch_rows: dict[str, _Buckets] = {}
+        self.batch_requests: dict[str, int] = {}
         self.registry = CollectorRegistry(auto_describe=False)
-        self._requests = Counter(
-            "dxpipe_serving_requests",
-            "REST requests by model, verb and HTTP status.",
-            ["model", "verb", "code"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "dxpipe_serving_request_latency_seconds",
-            "REST request latency, receipt to response.",
-            ["model", "verb"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self._batch_rows = Histogram(
-            "dxpipe_serving_batch_rows",
-            "Rows per model call (server-side batching).",
-            ["model"],
-            buckets=_BATCH_BUCKETS,
-            registry=self.registry,
-        )
-        self._batched = Counter(
-            "dxpipe_serving_batched_requests",
-            "Requests answered by model calls.",
-            ["model"],
-            registry=self.registry,
-        )
-        self.registry.register(_VersionCollector(known_models, version_states, self.started))
-        # Label children by key: looking them up through .labels() on every request costs a lock and a
-        # tuple build; label values are bounded (see the module docstring), so the cache is too.
-        self._request_children: dict[tuple[str, str, int], tuple] = {}
-        self._batch_children: dict[str, tuple] = {}
+        self.registry.register(_Collector(self, known_models, version_states))
 
     def model_label(self, name: str) -> str:
         """The model label for a request: the name if it is a configured model, else empty."""
@@ -127,28 +158,22 @@ class Metrics:
     def observe(self, model: str, verb: str, status: int, seconds: float) -> None:
         """Counts one finished request."""
         key = (model, verb, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = self._request_children[key] = (
-                self._requests.labels(model, verb, str(status)),
-                self._latency.labels(model, verb),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        buckets = self.latency.get((model, verb))
+        if buckets is None:
+            buckets = self.latency[(model, verb)] = _Buckets(_LATENCY_BUCKETS)
+        buckets.observe(seconds)
 
     def on_batch(self, model: str, rows: int, requests: int) -> None:
-        """Counts one model call of `rows` rows serving `requests` requests."""
-        children = self._batch_children.get(model)
-        if children is None:
-            children = self._batch_children[model] = (
-                self._batch_rows.labels(model),
-                self._batched.labels(model),
-            )
-        children[0].observe(rows)
-        children[1].inc(requests)
+        """Counts one model call of `rows` rows serving `requests` requests (called from model threads)."""
+        buckets = self.batch_rows.get(model)
+        if buckets is None:
+            buckets = self.batch_rows.setdefault(model, _Buckets(_BATCH_BUCKETS))
+        buckets.observe(rows)
+        self.batch_requests[model] = self.batch_requests.get(model, 0) + requests
 
     def render(self) -> bytes:
-        """The Prometheus text exposition (format 0.0.4)."""
+        """The Prometheus text exposition (format 0.0.4), written by prometheus_client."""
         return generate_latest(self.registry)
 
 
