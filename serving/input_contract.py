@@ -37,6 +37,9 @@ from serving.errors import ApiError, invalid_argument
 SCHEMA_ASSET = os.path.join("assets.extra", "dxpipe_schema.pbtxt")
 LABEL = "label"
 REFUSE, FLAG = "refuse", "flag"
+# Sent with the metadata of a version that carries its schema, so clients know `null` is its missing value
+# (a header: TF Serving's JSON stays as it is).
+CONTRACT_HEADER = "X-Dxpipe-Input-Contract"
 OUT_OF_DOMAIN_MODES = (REFUSE, FLAG)
 _F32_MAX = float(np.finfo(np.float32).max)
 

@@ -27,7 +27,7 @@ from serving import auth, tensors
 from serving.auth import AuthPolicy
 from serving.errors import ApiError, Code, invalid_argument
 from serving.httpserver import Request, Response, json_error
-from serving.input_contract import InputContract, add_flags
+from serving.input_contract import CONTRACT_HEADER, InputContract, add_flags
 from serving.jsonio import debug_string, encode_text, parse_request_body
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import PROMETHEUS_PATH, AccessLog, Metrics
@@ -260,7 +260,10 @@ class RestApi:
                 "metadata": {"signature_def": model.signature_def_map},
             }
         )
-        return self._finish(request, Response(200, body), label, model.version, "metadata")
+        response = Response(200, body)
+        if getattr(model, "contract", None) is not None:
+            response.headers = ((CONTRACT_HEADER, "schema"),)
+        return self._finish(request, response, label, model.version, "metadata")
 
     # ---------------------------------------------------------------------------------------- inference
 
