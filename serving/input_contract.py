@@ -475,10 +475,13 @@ class InputContract:
                     view[key] = [value]
             flags.extend(self._check_example(f"example {i}", i, view))
             cleaned.append(self._present(example))
+        clean_context = self._present(context)
+        if all(map(dict.__eq__, cleaned, examples)) and clean_context == context:
+            return doc, flags  # nothing left out or renamed: the caller can keep the examples it built
         out = dict(doc)
         out["examples"] = cleaned
         if "context" in doc:
-            out["context"] = self._present(context)
+            out["context"] = clean_context
         return out, flags
 
     def _present(self, example: Mapping) -> dict:
