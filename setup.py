@@ -17,7 +17,7 @@ setup(
     package_data={
         "pipelines": ["configs/*.yaml"],
         "schemas": ["*/schema.pbtxt", "README.md", "MEDMNIST-ATTRIBUTION.md"],
-        "serving": ["k8s/*.yaml"],
+        "serving": ["k8s/*.yaml", "k8s/dxpipe-serve/*.yaml"],
     },
     entry_points={
         "console_scripts": ["dxpipe=pipelines.cli:console_main"],

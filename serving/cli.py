@@ -11,6 +11,7 @@ import argparse
 import base64
 import csv
 import json
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from pipelines.errors import DxpipeError
 from schemas.naming import feature_name
 from serving.client import DEFAULT_URL, ServingClient
 from serving.errors import ServingError
+from serving.input_contract import CONTRACT_HEADER
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,7 +110,17 @@ def _converter(name: str, dtype: str):
     raise ServingError(f"input {name!r} has dtype {dtype}, which cannot be read from a CSV file.")
 
 
-def _csv_instances(path: Path, inputs: dict[str, dict]) -> Iterator[dict[str, Any]]:
+def _blank(dtype: str, nulls: bool) -> Any:
+    if nulls:
+        return None
+    if dtype in _FLOATS:
+        return math.nan
+    if dtype == "DT_STRING":
+        return ""
+    raise ValueError("blank")
+
+
+def _csv_instances(path: Path, inputs: dict[str, dict], nulls: bool = True) -> Iterator[dict[str, Any]]:
     try:
         handle = path.open(newline="")
     except OSError as exc:
@@ -132,13 +144,11 @@ def _csv_instances(path: Path, inputs: dict[str, dict]) -> Iterator[dict[str, An
             instance = {}
             for name, to_value in convert.items():
                 text = row[name] if name in row else row[named[name]]
-                if text is None or not text.strip():
-                    # A blank cell is a missing value: JSON null, which a model that carries its schema
-                    # imputes (serving/input_contract.py); NaN would be refused as a non-finite number.
-                    instance[name] = None
-                    continue
                 try:
-                    instance[name] = to_value(text)
+                    # A blank cell is a missing value: JSON null for a model that carries its schema (which
+                    # refuses NaN as a non-finite number), else NaN / "" as before.
+                    blank = text is None or not text.strip()
+                    instance[name] = _blank(inputs[name].get("dtype"), nulls) if blank else to_value(text)
                 except (TypeError, ValueError):
                     raise ServingError(
                         f"--csv {path} line {line}: column {name} is {text!r}, not a {inputs[name].get('dtype')} value."
@@ -196,7 +206,10 @@ def run_predict(args: argparse.Namespace) -> int:
                 f"model {args.model} has no signature {signature!r}; it has {', '.join(sorted(signatures))}."
             )
         inputs = signatures[signature]["inputs"]
-        for chunk in _chunks(_csv_instances(args.csv, inputs), args.batch_size):
+        # A version that carries its schema takes null for a missing value; one that does not (served as TF
+        # Serving serves it) refuses null, and its model imputes NaN for numbers and "" for categories.
+        nulls = client.last_headers.get(CONTRACT_HEADER) == "schema"
+        for chunk in _chunks(_csv_instances(args.csv, inputs, nulls), args.batch_size):
             for prediction in client.predict(args.model, chunk, signature_name=args.signature_name or None):
                 _print_json(prediction)
         return 0

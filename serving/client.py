@@ -23,6 +23,7 @@ from typing import Any
 import requests
 
 from serving.errors import ServingClientError
+from serving.input_contract import CONTRACT_HEADER
 
 DEFAULT_URL = "http://127.0.0.1:8501"
 
@@ -59,6 +60,7 @@ class ServingClient:
         self.session = session or requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        self.last_headers: Mapping[str, str] = {}  # of the last answer
 
     def _model_path(self, model: str, version: int | None, label: str | None) -> str:
         if version is not None and label is not None:
@@ -94,6 +96,7 @@ class ServingClient:
             )
         except ValueError:
             payload = None
+        self.last_headers = response.headers
         if response.status_code != 200:
             message = payload.get("error") if isinstance(payload, dict) else None
             text = message or response.text.strip()[:200] or response.reason
@@ -113,6 +116,13 @@ class ServingClient:
     def metadata(self, model: str, version: int | None = None, label: str | None = None) -> dict:
         """The metadata response: `{"model_spec": ..., "metadata": {"signature_def": {"signature_def": ...}}}`."""
         return self._call("GET", self._model_path(model, version, label) + "/metadata")
+
+    def carries_input_contract(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> bool:
+        """Whether the version checks inputs against its schema (then JSON `null` is a missing value)."""
+        self.metadata(model, version, label)
+        return self.last_headers.get(CONTRACT_HEADER) == "schema"
 
     def signature_defs(self, model: str, version: int | None = None, label: str | None = None) -> dict:
         """The SignatureDefs by signature name (the doubly nested part of the metadata)."""

@@ -37,6 +37,9 @@ from serving.errors import ApiError, invalid_argument
 SCHEMA_ASSET = os.path.join("assets.extra", "dxpipe_schema.pbtxt")
 LABEL = "label"
 REFUSE, FLAG = "refuse", "flag"
+# Sent with the metadata of a version that carries its schema, so clients know `null` is its missing value
+# (a header: TF Serving's JSON stays as it is).
+CONTRACT_HEADER = "X-Dxpipe-Input-Contract"
 OUT_OF_DOMAIN_MODES = (REFUSE, FLAG)
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -114,18 +117,30 @@ class InputContract:
         self.names = frozenset(self.rules)
         self.out_of_domain = out_of_domain
         self._numeric = [r.name for r in rules if r.numeric]
+        self._numeric_set = frozenset(self._numeric)
+        self._bounds_by_order: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._categorical = [r for r in rules if not r.numeric]
         self._vocab_bytes = {
             r.name: frozenset(v.encode() for v in r.vocabulary) | {b""}
             for r in self._categorical
             if r.vocabulary
         }
-        self._lows = np.array(
-            [-np.inf if self.rules[n].low is None else self.rules[n].low for n in self._numeric]
-        )
-        self._highs = np.array(
-            [np.inf if self.rules[n].high is None else self.rules[n].high for n in self._numeric]
-        )
+        # Per-feature bounds as a column, for [features x rows] blocks: the domain, clipped to the float32
+        # range so that infinities (and doubles beyond float32, which became infinities) fail too.
+        self._check_low = np.array(
+            [
+                [-_F32_MAX if self.rules[n].low is None else max(self.rules[n].low, -_F32_MAX)]
+                for n in self._numeric
+            ],
+            dtype=np.float32,
+        ).reshape(-1, 1)
+        self._check_high = np.array(
+            [
+                [_F32_MAX if self.rules[n].high is None else min(self.rules[n].high, _F32_MAX)]
+                for n in self._numeric
+            ],
+            dtype=np.float32,
+        ).reshape(-1, 1)
 
     @classmethod
     def from_schema_text(cls, text: str, source: str, out_of_domain: str = REFUSE) -> InputContract:
@@ -296,31 +311,16 @@ class InputContract:
         """
         flags: list[dict] = []
         if self._numeric:
-            columns = [feeds[n] for n in self._numeric]
-            rows = columns[0].shape[0]
-            if any(c.ndim != 1 or c.shape[0] != rows for c in columns):
+            found = self._numeric_block(feeds)
+            if found is None:
                 return flags  # ragged or higher-rank: shapes the model refuses with its own error
-            stacked = np.concatenate(columns) if len(columns) > 1 else columns[0]
-            bad = ~np.isfinite(stacked)
-            if nulls:
-                for name, null_rows in nulls.items():
-                    if self.rules[name].numeric:
-                        j = self._numeric.index(name)
-                        bad[[j * rows + r for r in null_rows]] = False
-            if bad.any():
-                pos = int(np.flatnonzero(bad)[0])
-                name, row = self._numeric[pos // rows], pos % rows
-                raise invalid_argument(
-                    f"instance {row}: feature {name!r} is {self._number_text(stacked[pos])}, not a finite number "
-                    "that fits a float32; send null for a value that is unknown"
-                )
-            with np.errstate(invalid="ignore"):
-                outside = (stacked < np.repeat(self._lows, rows)) | (stacked > np.repeat(self._highs, rows))
-            if outside.any():
-                for pos in np.flatnonzero(outside):
-                    name, row = self._numeric[pos // rows], int(pos % rows)
-                    flag = self._outside(f"instance {row}", row, name, float(stacked[pos]))
-                    flags.append(flag)
+            order, block, low, high = found
+            # One comparison decides the common case: the bounds are the domain clipped to the float32 range,
+            # so a value passes only if it is finite and inside its domain (NaN fails every comparison).
+            # (numpy does not warn about NaN in comparisons: no errstate, which would cost more than the check).
+            inside = (block >= low) & (block <= high)
+            if not inside.all():
+                flags = self._explain(order, block, inside, nulls)
         for rule in self._categorical:
             vocab = self._vocab_bytes.get(rule.name)
             column = feeds.get(rule.name)
@@ -330,6 +330,45 @@ class InputContract:
                 if value not in vocab:
                     raise self._unknown_category(f"instance {row}", rule, value)
         return flags
+
+    def _bounds(self, order: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        bounds = self._bounds_by_order.get(order)
+        if bounds is None:
+            index = [self._numeric.index(n) for n in order]
+            bounds = self._bounds_by_order[order] = (self._check_low[index], self._check_high[index])
+        return bounds
+
+    def _numeric_block(self, feeds: Mapping[str, np.ndarray]):
+        """(feature order, [features x rows] float block, low, high), or None for shapes the model refuses."""
+        for aliases, block in getattr(feeds, "blocks", ()):
+            bounds = self._bounds_by_order.get(aliases)
+            if bounds is not None or (set(aliases) == self._numeric_set and block.dtype == np.float32):
+                return (aliases, block, *(bounds or self._bounds(aliases)))  # the table path's block: no copy
+        columns = [feeds[n] for n in self._numeric]
+        shapes = {c.shape for c in columns}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            return None
+        block = np.concatenate(columns).reshape(len(columns), columns[0].shape[0])
+        order = tuple(self._numeric)
+        return (order, block, *self._bounds(order))
+
+    def _explain(
+        self, order: Sequence[str], block: np.ndarray, inside: np.ndarray, nulls: Mapping[str, list[int]]
+    ) -> list[dict]:
+        """The slow path of `check_feeds`: what each failing value is (null, not finite, outside)."""
+        null_cells = {(name, row) for name, rows in nulls.items() for row in rows}
+        outside = []
+        for j, row in np.argwhere(~inside):
+            name, value = order[j], float(block[j, row])
+            if (name, int(row)) in null_cells:
+                continue
+            if not math.isfinite(value):
+                raise invalid_argument(
+                    f"instance {row}: feature {name!r} is {self._number_text(value)}, not a finite number "
+                    "that fits a float32; send null for a value that is unknown"
+                )
+            outside.append((int(row), name, value))
+        return [self._outside(f"instance {row}", row, name, value) for row, name, value in sorted(outside)]
 
     @staticmethod
     def _number_text(value: float) -> str:
@@ -436,10 +475,13 @@ class InputContract:
                     view[key] = [value]
             flags.extend(self._check_example(f"example {i}", i, view))
             cleaned.append(self._present(example))
+        clean_context = self._present(context)
+        if all(map(dict.__eq__, cleaned, examples)) and clean_context == context:
+            return doc, flags  # nothing left out or renamed: the caller can keep the examples it built
         out = dict(doc)
         out["examples"] = cleaned
         if "context" in doc:
-            out["context"] = self._present(context)
+            out["context"] = clean_context
         return out, flags
 
     def _present(self, example: Mapping) -> dict:

@@ -19,19 +19,22 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.utils import floatToGoString
 
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 log = logging.getLogger("dxpipe.serving")
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Buckets:
+    """One histogram's counts, kept as plain numbers on the hot path (prometheus_client renders them)."""
 
-
-class _Histogram:
     __slots__ = ("bounds", "count", "counts", "sum")
 
     def __init__(self, bounds: tuple):
@@ -45,19 +48,87 @@ class _Histogram:
         self.sum += value
         self.count += 1
 
-    def render(self, name: str, labels: str, out: list[str]) -> None:
-        running = 0
-        sep = "," if labels else ""
-        for bound, count in zip(self.bounds, self.counts, strict=False):
+    def cumulative(self) -> list[tuple[str, float]]:
+        """prometheus_client's bucket list: (upper bound, cumulative count), `+Inf` last."""
+        out, running = [], 0
+        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
             running += count
-            out.append(f'{name}_bucket{{{labels}{sep}le="{bound}"}} {running}')
-        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum{{{labels}}} {self.sum}")
-        out.append(f"{name}_count{{{labels}}} {self.count}")
+            out.append((bound, running))
+        return out
+
+
+class _Collector:
+    """Builds the metric families from the server's counts at scrape time.
+
+    prometheus_client's own Counter and Histogram take locks per observation, which measured several times
+    the cost of a dict increment per request (`python -m bench.serving.metrics`, BENCHMARKS.md); a custom
+    collector is the library's way to expose numbers kept elsewhere, and the text format, escaping and
+    content type stay the library's.
+    """
+
+    def __init__(self, metrics: Metrics, known_models, version_states):
+        self._metrics = metrics
+        self._known_models = known_models
+        self._version_states = version_states
+
+    def collect(self):
+        """Yields every family (called by prometheus_client for each scrape)."""
+        m = self._metrics
+        requests = CounterMetricFamily(
+            "dxpipe_serving_requests",
+            "REST requests by model, verb and HTTP status.",
+            labels=["model", "verb", "code"],
+        )
+        for (model, verb, status), count in sorted(m.requests.items()):
+            requests.add_metric([model, verb, str(status)], count)
+        yield requests
+        latency = HistogramMetricFamily(
+            "dxpipe_serving_request_latency_seconds",
+            "REST request latency, receipt to response.",
+            labels=["model", "verb"],
+        )
+        for (model, verb), buckets in sorted(m.latency.items()):
+            latency.add_metric([model, verb], buckets.cumulative(), buckets.sum)
+        yield latency
+        rows = HistogramMetricFamily(
+            "dxpipe_serving_batch_rows", "Rows per model call (server-side batching).", labels=["model"]
+        )
+        for model, buckets in sorted(m.batch_rows.items()):
+            rows.add_metric([model], buckets.cumulative(), buckets.sum)
+        yield rows
+        batched = CounterMetricFamily(
+            "dxpipe_serving_batched_requests", "Requests answered by model calls.", labels=["model"]
+        )
+        for model, count in sorted(m.batch_requests.items()):
+            batched.add_metric([model], count)
+        yield batched
+        states = GaugeMetricFamily(
+            "dxpipe_serving_model_version_state",
+            "1 for the current state of each model version.",
+            labels=["model", "version", "state"],
+        )
+        loaded: dict[str, int] = {}
+        for model, version, state in self._version_states():
+            states.add_metric([model, str(version), state], 1)
+            loaded[model] = loaded.get(model, 0) + (state == "AVAILABLE")
+        yield states
+        versions = GaugeMetricFamily(
+            "dxpipe_serving_loaded_versions", "Versions of each model loaded and serving.", labels=["model"]
+        )
+        for model in self._known_models():
+            versions.add_metric([model], loaded.get(model, 0))
+        yield versions
+        yield GaugeMetricFamily(
+            "dxpipe_serving_start_time_seconds", "When the server started (Unix time).", value=m.started
+        )
 
 
 class Metrics:
-    """Request, latency, batching and model-state metrics in Prometheus text format.
+    """Request, latency, batching and model-state metrics, exposed through prometheus_client.
+
+    The hot path only adds to plain numbers (two dict operations per request); each server has its own
+    registry with one custom collector that turns them into prometheus_client metric families when scraped
+    (several servers can live in one process, as in the tests).
 
     Args:
         known_models: Returns the configured model names.
@@ -71,14 +142,14 @@ class Metrics:
         has_model: Callable[[str], bool],
         version_states: Callable[[], list[tuple[str, int, str]]],
     ):
-        self._known_models = known_models
         self._has_model = has_model
-        self._version_states = version_states
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[tuple[str, str], _Histogram] = {}
-        self.batch_rows: dict[str, _Histogram] = {}
-        self.batch_requests: dict[str, int] = {}
         self.started = time.time()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], _Buckets] = {}
+        self.batch_rows: dict[str, _Buckets] = {}
+        self.batch_requests: dict[str, int] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self, known_models, version_states))
 
     def model_label(self, name: str) -> str:
         """The model label for a request: the name if it is a configured model, else empty."""
@@ -88,72 +159,22 @@ class Metrics:
         """Counts one finished request."""
         key = (model, verb, status)
         self.requests[key] = self.requests.get(key, 0) + 1
-        histogram = self.latency.get((model, verb))
-        if histogram is None:
-            histogram = self.latency[(model, verb)] = _Histogram(_LATENCY_BUCKETS)
-        histogram.observe(seconds)
+        buckets = self.latency.get((model, verb))
+        if buckets is None:
+            buckets = self.latency[(model, verb)] = _Buckets(_LATENCY_BUCKETS)
+        buckets.observe(seconds)
 
     def on_batch(self, model: str, rows: int, requests: int) -> None:
-        """Counts one model call of `rows` rows serving `requests` requests."""
-        histogram = self.batch_rows.get(model)
-        if histogram is None:
-            histogram = self.batch_rows[model] = _Histogram(_BATCH_BUCKETS)
-        histogram.observe(rows)
+        """Counts one model call of `rows` rows serving `requests` requests (called from model threads)."""
+        buckets = self.batch_rows.get(model)
+        if buckets is None:
+            buckets = self.batch_rows.setdefault(model, _Buckets(_BATCH_BUCKETS))
+        buckets.observe(rows)
         self.batch_requests[model] = self.batch_requests.get(model, 0) + requests
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        out = [
-            "# HELP dxpipe_serving_requests_total REST requests by model, verb and HTTP status.",
-            "# TYPE dxpipe_serving_requests_total counter",
-        ]
-        for (model, verb, status), count in sorted(self.requests.items()):
-            out.append(
-                f'dxpipe_serving_requests_total{{model="{_escape(model)}",verb="{verb}",code="{status}"}} {count}'
-            )
-        out += [
-            "# HELP dxpipe_serving_request_latency_seconds REST request latency, receipt to response.",
-            "# TYPE dxpipe_serving_request_latency_seconds histogram",
-        ]
-        for (model, verb), histogram in sorted(self.latency.items()):
-            histogram.render(
-                "dxpipe_serving_request_latency_seconds", f'model="{_escape(model)}",verb="{verb}"', out
-            )
-        out += [
-            "# HELP dxpipe_serving_batch_rows Rows per model call (server-side batching).",
-            "# TYPE dxpipe_serving_batch_rows histogram",
-        ]
-        for model, histogram in sorted(self.batch_rows.items()):
-            histogram.render("dxpipe_serving_batch_rows", f'model="{_escape(model)}"', out)
-        out += [
-            "# HELP dxpipe_serving_batched_requests_total Requests answered by model calls.",
-            "# TYPE dxpipe_serving_batched_requests_total counter",
-        ]
-        for model, count in sorted(self.batch_requests.items()):
-            out.append(f'dxpipe_serving_batched_requests_total{{model="{_escape(model)}"}} {count}')
-        out += [
-            "# HELP dxpipe_serving_model_version_state 1 for the current state of each model version.",
-            "# TYPE dxpipe_serving_model_version_state gauge",
-        ]
-        loaded: dict[str, int] = {}
-        for model, version, state in self._version_states():
-            out.append(
-                f'dxpipe_serving_model_version_state{{model="{_escape(model)}",version="{version}",'
-                f'state="{state}"}} 1'
-            )
-            loaded[model] = loaded.get(model, 0) + (state == "AVAILABLE")
-        out += [
-            "# HELP dxpipe_serving_loaded_versions Versions of each model loaded and serving.",
-            "# TYPE dxpipe_serving_loaded_versions gauge",
-        ]
-        for model in self._known_models():
-            out.append(f'dxpipe_serving_loaded_versions{{model="{_escape(model)}"}} {loaded.get(model, 0)}')
-        out += [
-            "# HELP dxpipe_serving_start_time_seconds When the server started (Unix time).",
-            "# TYPE dxpipe_serving_start_time_seconds gauge",
-            f"dxpipe_serving_start_time_seconds {self.started}",
-        ]
-        return ("\n".join(out) + "\n").encode()
+        """The Prometheus text exposition (format 0.0.4), written by prometheus_client."""
+        return generate_latest(self.registry)
 
 
 class AccessLog:

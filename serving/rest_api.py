@@ -27,8 +27,9 @@ from serving import auth, tensors
 from serving.auth import AuthPolicy
 from serving.errors import ApiError, Code, invalid_argument
 from serving.httpserver import Request, Response, json_error
-from serving.input_contract import InputContract, add_flags
+from serving.input_contract import CONTRACT_HEADER, InputContract, add_flags
 from serving.jsonio import debug_string, encode_text, parse_request_body
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import PROMETHEUS_PATH, AccessLog, Metrics
 
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
@@ -122,15 +123,6 @@ def _contract_form(contract: InputContract | None, signature) -> str | None:
     return None
 
 
-def _check_examples_shape(doc: dict) -> None:
-    """TF Serving's errors for a classify/regress body without a usable `examples` list (model not needed)."""
-    if "context" in doc and type(doc["context"]) is not dict:
-        tensors.example_from_json(doc["context"])
-    examples = doc.get("examples")
-    if type(examples) is not list or not examples:
-        tensors.examples_from_request(doc)  # raises TF Serving's error for it
-
-
 class RestApi:
     """The request handler given to `serving.http.HttpServer`.
 
@@ -183,7 +175,7 @@ class RestApi:
         if path == PROMETHEUS_PATH:
             return self._finish(
                 request,
-                Response(200, self.metrics.render(), "text/plain; version=0.0.4"),
+                Response(200, self.metrics.render(), METRICS_CONTENT_TYPE),
                 "",
                 None,
                 "metrics",
@@ -259,19 +251,47 @@ class RestApi:
                 "metadata": {"signature_def": model.signature_def_map},
             }
         )
-        return self._finish(request, Response(200, body), label, model.version, "metadata")
+        response = Response(200, body)
+        if getattr(model, "contract", None) is not None:
+            response.headers = ((CONTRACT_HEADER, "schema"),)
+        return self._finish(request, response, label, model.version, "metadata")
 
     # ---------------------------------------------------------------------------------------- inference
 
     @staticmethod
-    def _parse(body: bytes) -> tuple[dict, str]:
+    def _parse(body: bytes, verb: str) -> tuple[dict, str, object]:
+        """Parses a body into (doc, signature name, examples).
+
+        `examples` is None for predict, else the serialized tf.Examples or the error building them gave:
+        TF Serving builds them before it looks the model up.
+        """
         doc = parse_request_body(body)
         signature_name = doc.get("signature_name", "")
         if type(signature_name) is not str:
             raise invalid_argument(
                 f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be a string value."
             )
-        return doc, signature_name
+        examples: object = None
+        if verb != "predict":
+            try:
+                examples = tensors.examples_from_request(doc)
+            except ApiError as exc:
+                examples = exc
+        return doc, signature_name, examples
+
+    def _examples_error_stands(self, route: _Route, examples: object) -> bool:
+        """Whether building the examples failed for good.
+
+        Yes unless the model carries a contract, under which `null` features (what TF Serving's builder
+        refuses that a contract accepts) are legal.
+        """
+        if not isinstance(examples, ApiError):
+            return False
+        try:
+            model = self.manager.lookup(route.model, route.version, route.label)
+        except ApiError:
+            return True  # TF Serving's order: the body's error before the model's
+        return getattr(model, "contract", None) is None
 
     def _resolve(self, route: _Route, signature_name: str):
         model = self.manager.lookup(route.model, route.version, route.label)
@@ -285,7 +305,7 @@ class RestApi:
 
     @staticmethod
     def _convert(
-        route: _Route, doc: dict, signature, contract: InputContract | None
+        route: _Route, doc: dict, signature, contract: InputContract | None, examples: object = None
     ) -> tuple[dict, tuple[str, ...], Callable]:
         """Request body -> feeds, fetches and the renderer of the answer (contract checks included)."""
         flags: list[dict] = []
@@ -299,9 +319,16 @@ class RestApi:
             nulls: dict = {}
             if fmt == tensors.ROW:
                 instances = doc["instances"]
-                if form == _FEATURES:
+                try:
+                    feeds = tensors.instances_to_arrays(instances, signature)
+                except ApiError:
+                    if form != _FEATURES:
+                        raise
+                    # Only a row that fails conversion can lack a feature, name an unknown one or hold a
+                    # null (conversion demands exactly the inputs' names and numbers), so valid rows pay
+                    # nothing here: the contract names the problem, or turns nulls into missing markers.
                     instances, nulls = contract.prepare_instances(instances)
-                feeds = tensors.instances_to_arrays(instances, signature)
+                    feeds = tensors.instances_to_arrays(instances, signature)
                 render = tensors.row_response
             else:
                 inputs = doc["inputs"]
@@ -322,8 +349,13 @@ class RestApi:
                 return feeds, tuple(signature.outputs), lambda outputs: add_flags(render(outputs), flags)
             return feeds, tuple(signature.outputs), render
         if contract is not None and _contract_form(contract, signature) == _EXAMPLES:
-            doc, flags = contract.prepare_json_examples(doc)
-        examples = tensors.examples_from_request(doc)
+            cleaned, flags = contract.prepare_json_examples(doc)
+            if cleaned is not doc or not isinstance(examples, list):
+                examples = tensors.examples_from_request(cleaned)
+        elif isinstance(examples, ApiError):
+            raise examples
+        elif examples is None:
+            examples = tensors.examples_from_request(doc)
         select = tensors.classify_fetches if route.verb == "classify" else tensors.regress_fetches
         alias, fetches = select(signature)
         feeds = {alias: np.array(examples, dtype=object)}
@@ -332,21 +364,23 @@ class RestApi:
         return feeds, tuple(fetches), lambda outputs: add_flags(respond(outputs, count), flags)
 
     def _prepare(self, route: _Route, body: bytes):
-        doc, signature_name = self._parse(body)
-        if route.verb != "predict":
-            # TF Serving reads the examples before it looks the model up: keep its order of errors for
-            # bodies that cannot be examples at all (a contract only changes what valid examples may hold).
-            _check_examples_shape(doc)
+        doc, signature_name, examples = self._parse(body, route.verb)
+        if self._examples_error_stands(route, examples):
+            raise examples
         model, signature = self._resolve(route, signature_name)
-        feeds, fetches, render = self._convert(route, doc, signature, getattr(model, "contract", None))
+        feeds, fetches, render = self._convert(
+            route, doc, signature, getattr(model, "contract", None), examples
+        )
         return model, signature, feeds, fetches, render
 
     async def _infer_async(self, request: Request, route: _Route, label: str) -> Response:
         loop = asyncio.get_running_loop()
         try:
-            doc, signature_name = await loop.run_in_executor(self._parsers, self._parse, request.body)
-            if route.verb != "predict":
-                _check_examples_shape(doc)
+            doc, signature_name, examples = await loop.run_in_executor(
+                self._parsers, self._parse, request.body, route.verb
+            )
+            if self._examples_error_stands(route, examples):
+                raise examples
             model, signature = self._resolve(route, signature_name)
         except ApiError as exc:
             return self._error(request, exc, label, None, route.verb)
@@ -354,7 +388,13 @@ class RestApi:
         self.manager.acquire(model)
         try:
             feeds, fetches, render = await loop.run_in_executor(
-                self._parsers, self._convert, route, doc, signature, getattr(model, "contract", None)
+                self._parsers,
+                self._convert,
+                route,
+                doc,
+                signature,
+                getattr(model, "contract", None),
+                examples,
             )
         except ApiError as exc:
             self.manager.release(model)

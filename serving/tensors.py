@@ -395,10 +395,22 @@ def instances_to_arrays(instances: list, signature: Signature) -> dict[str, np.n
     return _instances_exact(instances, signature)
 
 
+class Feeds(dict):
+    """Input arrays by alias, plus the [inputs x rows] blocks the table path built them from.
+
+    Attributes:
+        blocks: (aliases, block) per multi-input dtype group: `block[j]` is the array of `aliases[j]`.
+            Checks over many inputs (serving/input_contract.py) read the block in one numpy call.
+    """
+
+    blocks: tuple[tuple[tuple[str, ...], np.ndarray], ...] = ()
+
+
 def _table_to_arrays(instances: list, signature: Signature) -> dict[str, np.ndarray] | None:
     """Fastest path: every input is one scalar per instance (a table). One numpy conversion per dtype."""
     rows = len(instances)
-    result: dict[str, np.ndarray] = {}
+    result = Feeds()
+    blocks = []
     for dtype, aliases in signature.dtype_groups:
         if dtype == DT_STRING:
             for alias in aliases:
@@ -423,6 +435,8 @@ def _table_to_arrays(instances: list, signature: Signature) -> dict[str, np.ndar
         columns = values.reshape(rows, len(aliases)).T.copy()
         for j, alias in enumerate(aliases):
             result[alias] = columns[j]
+        blocks.append((aliases, columns))
+    result.blocks = tuple(blocks)
     return result
 
 

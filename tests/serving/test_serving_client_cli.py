@@ -247,3 +247,21 @@ def test_server_entry_point_in_a_subprocess(model_store, tmp_path):
     stderr = process.stderr.read().decode()
     assert "serving hp on http://127.0.0.1" in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("model", ["wdbc", "clinic"])
+def test_blank_csv_cells_are_missing_values_with_or_without_a_contract(server, tmp_path, capsys, model):
+    # clinic carries its schema: blanks go as null. wdbc does not (served as TF Serving serves it): blanks
+    # go as NaN and "", which its model imputes. Either way the reference model scores a missing number
+    # as 0 and a missing category as none.
+    header = [*serving_models.WDBC_NUMERIC, "site"]
+    blank = ["", *["1.5"] * (len(serving_models.WDBC_NUMERIC) - 1), " "]
+    path = tmp_path / "gaps.csv"
+    path.write_text(",".join(header) + "\n" + ",".join(blank) + "\n")
+    code, out, err = run_cli(capsys, "predict", model, "--csv", str(path), "--server", server.url)
+    assert (code, err) == (0, "")
+    (prediction,) = [json.loads(line) for line in out.splitlines()]
+    explicit = {"radius_mean": 0.0, **dict.fromkeys(serving_models.WDBC_NUMERIC[1:], 1.5), "site": ""}
+    assert prediction == ServingClient(server.url).predict(model, [explicit])[0]
+    client = ServingClient(server.url)
+    assert client.carries_input_contract(model) is (model == "clinic")

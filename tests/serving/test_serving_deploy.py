@@ -114,3 +114,75 @@ def test_batching_and_monitoring_files(objects):
     annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == deploy.METRICS_PATH
     assert int(annotations["prometheus.io/port"]) == deploy.REST_API_PORT
+
+
+# ------------------------------------------------------------------------------ dxpipe serve for a clinic
+
+SECURE_DIR = deploy.MANIFEST_DIR / "dxpipe-serve"
+
+
+@pytest.fixture(scope="module")
+def secure() -> dict[str, dict]:
+    return {obj["kind"]: obj for obj in deploy.load_manifests(SECURE_DIR)}
+
+
+def test_secure_overlay_replaces_tf_serving_and_keeps_the_base_volume_and_config(objects):
+    kustomization = yaml.safe_load((SECURE_DIR / "kustomization.yaml").read_text())
+    files = {p.name for p in SECURE_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == {"../", *files}
+    deleted = {
+        (p["kind"], p["metadata"]["name"])
+        for p in map(yaml.safe_load, (x["patch"] for x in kustomization["patches"]))
+    }
+    assert deleted == {
+        ("Deployment", objects["Deployment"]["metadata"]["name"]),
+        ("Service", objects["Service"]["metadata"]["name"]),
+    }
+
+
+def test_secure_deployment_flags_are_real_and_agree_with_the_mounts(objects, secure):
+    from pipelines.kubeflow_runner import DEFAULT_IMAGE
+    from serving.server import build_parser
+
+    (box,) = secure["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert box["image"] == DEFAULT_IMAGE
+    assert box["command"] == ["python", "-m", "serving.server"]
+    args = build_parser().parse_args(box["args"])  # every flag is one dxpipe serve has
+    mounts = {m["name"]: m["mountPath"] for m in box["volumeMounts"]}
+    volumes = {v["name"]: v for v in secure["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert posixpath.dirname(args.auth_token_file) == mounts["tokens"]
+    assert volumes["tokens"]["secret"]["secretName"] == "dxpipe-serve-tokens"
+    assert (posixpath.dirname(args.ssl_certfile), posixpath.basename(args.ssl_certfile)) == (
+        mounts["tls"],
+        "tls.crt",
+    )
+    assert (posixpath.dirname(args.ssl_keyfile), posixpath.basename(args.ssl_keyfile)) == (
+        mounts["tls"],
+        "tls.key",
+    )
+    assert volumes["tls"]["secret"]["secretName"] == "dxpipe-serve-tls"
+    assert posixpath.dirname(args.model_config_file) == mounts["config"] == deploy.CONFIG_DIR
+    assert volumes["config"]["configMap"]["name"] == objects["ConfigMap"]["metadata"]["name"]
+    assert (
+        volumes["models"]["persistentVolumeClaim"]["claimName"]
+        == objects["PersistentVolumeClaim"]["metadata"]["name"]
+    )
+    assert mounts["models"] == deploy.MODEL_ROOT
+    assert args.rest_api_port == deploy.REST_API_PORT
+    # The readiness probe is a status call over HTTPS, public so the kubelet needs no token.
+    probe = box["readinessProbe"]["httpGet"]
+    assert (probe["scheme"], probe["port"], probe["path"]) == (
+        "HTTPS",
+        deploy.REST_API_PORT,
+        deploy.readiness_path(),
+    )
+    assert parse_route("GET", probe["path"]).verb == "status"
+    assert {"status", "metrics"} == set(args.auth_public.split(","))
+    service = secure["Service"]
+    assert (
+        service["spec"]["selector"].items()
+        <= secure["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        (deploy.REST_API_PORT, "https")
+    ]

@@ -300,3 +300,14 @@ def test_fuzz_contract_rows_never_5xx_and_never_predict_from_nothing(api, instan
                 assert math.isfinite(value) and 0.0 <= value <= 100.0
     else:
         assert list(response.json()) == ["error"]
+
+
+def test_classify_body_errors_come_before_the_model_lookup_as_in_tf_serving(api):
+    # TF Serving builds the examples before it looks the model up: a null element on an unknown model is a
+    # 400 about the body, not a 404. On a model with a contract, the same null is a missing value.
+    body = {"signature_name": "classification", "examples": [row(radius_mean=None)]}
+    unknown = post(api, "/v1/models/nope:classify", body)
+    assert "Feature: radius_mean has element with unexpected JSON type: Null" in error_of(unknown)
+    without_contract = post(api, "/v1/models/wdbc:classify", body)
+    assert "unexpected JSON type: Null" in error_of(without_contract)
+    assert post(api, CLASSIFY, body).status_code == 200

@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 METRICS = "/monitoring/prometheus/metrics"
 
 
 def scrape(api) -> dict[str, float]:
+    """Every sample, parsed by prometheus_client's own parser, keyed as `name{label="value",...}` (sorted)."""
     response = api.get(METRICS)
     assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     samples = {}
-    for line in response.text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, value = line.rsplit(" ", 1)
-        assert re.fullmatch(r'[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-z_]+="[^"]*",?)*\})?', name), line
-        samples[name] = float(value)
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
 
 
 def test_request_counters_latency_and_model_gauges(api):
     before = scrape(api)
-    key = 'dxpipe_serving_requests_total{model="wdbc",verb="status",code="200"}'
-    missing = 'dxpipe_serving_requests_total{model="wdbc",verb="metadata",code="404"}'
+    key = 'dxpipe_serving_requests_total{code="200",model="wdbc",verb="status"}'
+    missing = 'dxpipe_serving_requests_total{code="404",model="wdbc",verb="metadata"}'
     for _ in range(3):
         api.get("/v1/models/wdbc")
     api.get("/v1/models/wdbc/versions/99/metadata")
@@ -35,18 +35,19 @@ def test_request_counters_latency_and_model_gauges(api):
     assert after[missing] - before.get(missing, 0) == 1
     count = 'dxpipe_serving_request_latency_seconds_count{model="wdbc",verb="status"}'
     assert after[count] - before.get(count, 0) == 3
-    inf_bucket = 'dxpipe_serving_request_latency_seconds_bucket{model="wdbc",verb="status",le="+Inf"}'
+    inf_bucket = 'dxpipe_serving_request_latency_seconds_bucket{le="+Inf",model="wdbc",verb="status"}'
     assert after[inf_bucket] == after[count]
     assert after['dxpipe_serving_loaded_versions{model="half_plus_two"}'] == 2
     assert after['dxpipe_serving_loaded_versions{model="empty"}'] == 0
-    assert after['dxpipe_serving_model_version_state{model="broken",version="2",state="END"}'] == 1
+    assert after['dxpipe_serving_model_version_state{model="broken",state="END",version="2"}'] == 1
 
 
 def test_unknown_model_names_do_not_become_labels(api):
     api.post("/v1/models/some-invented-name:predict", {"instances": [1]})
     text = api.get(METRICS).text
     assert "some-invented-name" not in text
-    assert 'dxpipe_serving_requests_total{model="",verb="predict",code="404"}' in text
+    samples = [(s.name, s.labels) for f in text_string_to_metric_families(text) for s in f.samples]
+    assert ("dxpipe_serving_requests_total", {"model": "", "verb": "predict", "code": "404"}) in samples
 
 
 def test_batches_are_counted(api):
