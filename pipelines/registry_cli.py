@@ -19,6 +19,7 @@ from typing import Any
 from pipelines.errors import DxpipeError
 from pipelines.identity import Identity, current_identity, normalise_name
 from pipelines.mlflow_store import DEFAULT_WORKDIR, TrackingConfig
+from pipelines.redact import redact_uri
 
 
 def _out(text: str) -> None:
@@ -158,7 +159,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cfg = tracking_config(args).resolved()
     if not cfg.is_embedded:
         raise DxpipeError(
-            f"tracking goes to the MLflow server at {cfg.tracking_uri}; open that URL in a browser instead "
+            f"tracking goes to the MLflow server at {redact_uri(cfg.tracking_uri)}; open that URL in a browser instead "
             "of `dxpipe ui`."
         )
     if not Path((cfg.tracking_uri or "").removeprefix("sqlite:///")).is_file():
