@@ -69,6 +69,7 @@ from pipelines.promotion.errors import (
     VersionNotFoundError,
 )
 from pipelines.promotion.evidence import Evidence, VerifiedEvidence, load_verified
+from pipelines.promotion.pinned import pinned_policy
 from pipelines.promotion.policy import (
     FOUR_EYES,
     GATE_FAILED,
@@ -169,26 +170,6 @@ def next_production_version(ctx: Context, records: list[PromotionRecord]) -> int
     """One more than any number ever used (a client pinned to a number never silently gets another)."""
     used = [*list_versions(ctx.base), *(r.production_version or 0 for r in records)]
     return max(used, default=0) + 1
-
-
-def pinned_policy(ctx: Context, records: list[PromotionRecord]) -> PinnedPolicy | None:
-    """The gate policy and four-eyes rule pinned for the model: those of its first registration.
-
-    Raises:
-        TamperingError: The pinned policy's evidence cannot be verified.
-    """
-    first = next((r for r in records if r.event == "register"), None)
-    if first is None:
-        return None
-    verified = load_verified(ctx.base, str(first.version), records)
-    if verified.evidence is None or verified.evidence.policy_digest != first.policy_digest:
-        problems = "; ".join(verified.problems) or "its evidence is missing"
-        raise TamperingError(
-            f"the gate policy pinned for '{ctx.model}' at its first registration (version {first.version}, "
-            f"log entry {first.seq}) cannot be verified: {problems}. Nothing can be approved until it is "
-            "restored."
-        )
-    return PinnedPolicy.of(verified.evidence)
 
 
 def decision_for(
@@ -888,3 +869,29 @@ def sync_ui_alias(cfg: TrackingConfig, model_name: str, actor: Identity | None =
         return SyncResult(
             "none", f"'{model_name}': registry, log and production agree (champion version {promoted})."
         )
+
+
+def propose_policy(
+    cfg: TrackingConfig, model_name: str, policy: PinnedPolicy, proposer: Identity | None, note: str
+) -> PromotionRecord:
+    """Proposes a new pinned gate policy / four-eyes rule for a model; a second person must accept it."""
+    from pipelines.promotion import pinned
+
+    ctx = context(cfg, model_name)
+    who = acting_identity(ctx.cfg, proposer)
+    require_model(ctx)
+    with journal.promotion_lock(ctx.base):
+        return pinned.propose(ctx, ctx.log, policy, who, note)
+
+
+def accept_policy(
+    cfg: TrackingConfig, model_name: str, reviewer: Identity | None, note: str
+) -> PromotionRecord:
+    """Accepts the pending policy proposal (by someone other than its proposer); it governs from now on."""
+    from pipelines.promotion import pinned
+
+    ctx = context(cfg, model_name)
+    who = acting_identity(ctx.cfg, reviewer)
+    require_model(ctx)
+    with journal.promotion_lock(ctx.base):
+        return pinned.accept(ctx, ctx.log, who, note)

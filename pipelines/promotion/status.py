@@ -19,8 +19,9 @@ from pipelines.promotion import journal
 from pipelines.promotion.audit_log import PromotionRecord, champion_history
 from pipelines.promotion.errors import AuditLogError, PromotionError, TamperingError
 from pipelines.promotion.evidence import load_verified
+from pipelines.promotion.pinned import pinned_policy
 from pipelines.promotion.policy import decide
-from pipelines.promotion.service import context, pinned_policy, recover, require_model, served
+from pipelines.promotion.service import context, recover, require_model, served
 from pipelines.registry import CANDIDATE, CHAMPION, search_versions
 
 # Status is read-only with respect to identities: decisions it shows use a placeholder reviewer, and the
