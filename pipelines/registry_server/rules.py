@@ -12,8 +12,9 @@ What is protected, and why:
 - Evidence tags (`gate`, `gate.*`, `metric.*`, `model.digest`, `data.test_digest`, `tfx.*`, `mlmd.*`,
   `policy.*`, `serving.staging_version`): written once, in the call that creates the version (as
   `pipelines.registry` does), then immutable for everyone, reviewers and admins included.
-- `dxpipe.author` on versions and runs, `mlflow.user` on runs: the server writes the authenticated
-  creator itself; nobody sets or deletes them through the API.
+- `dxpipe.author` (and `dxpipe.author.*`, e.g. its source) on versions and runs, `mlflow.user` on runs:
+  set at creation only; the server then writes `dxpipe.author` itself from the authenticated creator and
+  nobody sets or deletes them through the API.
 - Registered-model policy tags (`dxpipe.*`, `gate*`, `policy*`, `approval*`, `four_eyes*`): free at
   creation, then reviewer-only: loosening a pinned policy is a reviewer's act.
 - Deleting or renaming a registered model, deleting a version and stage transitions: reviewer-only
@@ -70,7 +71,7 @@ class TagKind(enum.Enum):
 def version_tag_kind(key: str) -> TagKind:
     """Classifies a model-version tag key (after normalisation, so look-alikes count as the real key)."""
     norm = normalize(key)
-    if norm == AUTHOR_TAG:
+    if norm == AUTHOR_TAG or norm.startswith(AUTHOR_TAG + "."):
         return TagKind.AUTHOR
     if norm.startswith(APPROVAL_PREFIX) or norm == APPROVAL_PREFIX.rstrip("."):
         return TagKind.APPROVAL
@@ -228,7 +229,9 @@ def creation_tags(actor: Actor, keys: Iterable[str], what: str) -> Decision:
 
 def run_tag_change(actor: Actor, keys: Iterable[str], what: str) -> Decision:
     """Setting or deleting run tags: the identity tags are the server's."""
-    identity = sorted(k for k in keys if normalize(k) in RUN_IDENTITY_TAGS)
+    identity = sorted(
+        k for k in keys if normalize(k) in RUN_IDENTITY_TAGS or normalize(k).startswith(AUTHOR_TAG + ".")
+    )
     if not identity:
         return unguarded(f"{what}: no protected run tag")
     if actor.user is None:

@@ -33,6 +33,8 @@ def test_names_are_compared_after_nfkc_casefold_and_without_invisible_characters
     [
         ("dxpipe.author", TagKind.AUTHOR),
         ("DXPIPE.author\u200b", TagKind.AUTHOR),
+        ("dxpipe.author.authenticated", TagKind.AUTHOR),
+        ("dxpipe.authorship", TagKind.FREE),
         ("approval.reviewer", TagKind.APPROVAL),
         ("approval.status", TagKind.APPROVAL),
         ("Approval.Note", TagKind.APPROVAL),
@@ -136,7 +138,7 @@ def test_creation_accepts_evidence_and_refuses_approvals():
     assert not refused.allowed and "approval.status" in refused.reason
 
 
-@pytest.mark.parametrize("key", ["dxpipe.author", "mlflow.user", "MLflow.User"])
+@pytest.mark.parametrize("key", ["dxpipe.author", "mlflow.user", "MLflow.User", "dxpipe.author.source"])
 def test_run_identity_tags_are_the_servers(key):
     decision = rules.run_tag_change(RITA, ["note", key], "setting run tags")
     assert not decision.allowed and key in decision.reason
