@@ -77,6 +77,18 @@ class Guard:
             authors.append(run_creator)
         return authors
 
+    def approved_by(self, model: str, version: str) -> str | None:
+        """Who last approved this version as champion through this server (since it was created), or None."""
+        created = self.records.version_created_at(model, version)
+        if created is None:
+            return None
+        approvals = [
+            e
+            for e in self.records.entries(model=model, version=version, action="set_alias", allowed=True)
+            if e.detail == rules.CHAMPION and e.status == 200 and e.at >= created
+        ]
+        return approvals[-1].user if approvals else None
+
     def champion_version(self, model: str) -> str | None:
         """The version the champion alias points at now (for auditing its removal)."""
         from mlflow.server.handlers import _get_model_registry_store
@@ -93,10 +105,13 @@ class Guard:
 
         def set_alias(actor: Actor, m: Any) -> Outcome:
             what = f"setting alias '{m.alias}' on '{m.name}' version {m.version}"
-            authors = self.authors(m.name, m.version) if rules.is_champion_like(m.alias) else None
-            return Outcome(
-                "set_alias", rules.set_alias(actor, m.alias, what, authors), m.name, m.version, None, m.alias
-            )
+            guarded = rules.is_champion_like(m.alias)
+            authors = self.authors(m.name, m.version) if guarded else None
+            approved_by = self.approved_by(m.name, m.version) if guarded else None
+            decision = rules.set_alias(actor, m.alias, what, authors, approved_by)
+            # A restoration is audited under its own action: `set_alias` rows are the four-eyes approvals.
+            action = "restore_alias" if decision.restores else "set_alias"
+            return Outcome(action, decision, m.name, m.version, None, m.alias)
 
         def delete_alias(actor: Actor, m: Any) -> Outcome:
             what = f"removing alias '{m.alias}' from '{m.name}'"

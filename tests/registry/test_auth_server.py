@@ -659,3 +659,51 @@ def test_add_user_without_a_running_server_is_one_error_line(tmp_path, capsys):
     assert deploy.main(["add-user", str(tmp_path), "alice"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dxpipe: error: ") and err.count("\n") == 1 and "server.json" in err
+
+
+def test_rollback_by_a_reviewer_restores_even_their_own_approved_version_and_a_data_scientist_cannot(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    """Rollback is the emergency brake: any reviewer may put back a version four-eyes already approved."""
+    from pipelines import promotion
+    from pipelines.errors import DxpipeError
+    from tests.registry.support import BETTER, register
+
+    model, first = registered(server_cfg, fixtures, monkeypatch, "rita")  # rita trained the first model
+    as_user(monkeypatch, "rick")
+    promotion.approve(server_cfg, model, first, None, "first")
+    as_user(monkeypatch, "alice")
+    from pipelines.identity import current_identity
+
+    second = register(
+        server_cfg,
+        fixtures,
+        "better",
+        BETTER,
+        author=current_identity(server_cfg.tracking_uri),
+        model_name=model,
+    )
+    assert second.passed, second.failures
+    as_user(monkeypatch, "rick")
+    promotion.approve(server_cfg, model, second.version, None, "better")
+
+    as_user(monkeypatch, "bob")
+    with pytest.raises(DxpipeError, match=r"'bob' is not a reviewer"):
+        promotion.rollback(server_cfg, model, None, "bob tries")
+    as_user(monkeypatch, "rita")
+    rolled = promotion.rollback(server_cfg, model, None, "calibration drift at clinic 3")
+    assert (rolled.version, rolled.reviewer, rolled.reviewer_authenticated) == (first, "rita", True)
+    assert version_view(auth_server, model, first)[1]["champion"] == first
+    restores = [
+        (e["user"], e["allowed"], e["version"])
+        for e in auth_server.audit(model=model, action="restore_alias")
+    ]
+    assert restores == [("rita", True, first)]
+    assert ("bob", False, 403) in champion_audit(auth_server, model)
+    # The four-eyes approvals stay the `set_alias` rows, so provenance still names who approved first.
+    provenance = _ok(
+        auth_server.call(
+            "GET", "/dxpipe/model-versions/provenance", "alice", params={"name": model, "version": first}
+        )
+    )
+    assert provenance["champion_set_by"] == "rick"

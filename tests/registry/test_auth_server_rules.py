@@ -157,3 +157,15 @@ def test_registered_model_policy_tags_are_reviewer_only(key):
 def test_reviewer_only_names_the_role_and_the_fix():
     decision = rules.reviewer_only(ALICE, "deleting 'wdbc'")
     assert not decision.allowed and "/api/2.0/dxpipe/reviewers/grant" in decision.reason
+
+
+def test_putting_champion_back_on_an_approved_version_is_any_reviewers_act():
+    restored = rules.set_alias(RICK, "champion", "rolling back", ["rick"], approved_by="rita")
+    assert restored.allowed and restored.restores and "approved earlier" in restored.reason
+    # Not for a data scientist, nor anonymously, nor through a look-alike.
+    assert not rules.set_alias(ALICE, "champion", "rolling back", ["bob"], approved_by="rita").allowed
+    assert rules.set_alias(ANON, "champion", "rolling back", ["bob"], approved_by="rita").status == 401
+    assert not rules.set_alias(RICK, "Champion", "rolling back", ["rick"], approved_by="rita").allowed
+    # A first approval is still four-eyes, and not marked as a restoration.
+    first = rules.set_alias(RITA, "champion", "approving", ["alice"], approved_by=None)
+    assert first.allowed and not first.restores
