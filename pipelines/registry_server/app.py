@@ -244,7 +244,12 @@ class Guard:
         """Fills in the audited request's outcome and records the creators of runs and versions."""
         audit_id = g.pop("dxpipe_audit_id", None)
         if audit_id is not None:
-            self.records.set_status(audit_id, response.status_code)
+            try:
+                self.records.set_status(audit_id, response.status_code)
+            except (
+                Exception
+            ):  # the change is done and its row exists; a missing status reads "outcome unknown".
+                _logger.exception("dxpipe: recording the status of audit row %s failed", audit_id)
         if not 200 <= response.status_code < 300:
             return response
         endpoint = request.endpoint or ""
