@@ -354,7 +354,7 @@ def register_in_session(
     from pipelines.promotion import journal
     from pipelines.promotion.audit_log import LOG_NAME, PromotionLog
     from pipelines.promotion.evidence import Evidence, load_verified, optional_digest, write_evidence
-    from pipelines.promotion.service import pinned_policy
+    from pipelines.promotion.pinned import pinned_policy
 
     cfg = session.config
     saved_model = outputs.saved_model_dir

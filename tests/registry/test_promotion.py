@@ -29,8 +29,8 @@ from pipelines.promotion import (
     VersionNotFoundError,
     approve,
     journal,
+    publish,
     rollback,
-    service,
     status,
     sync_ui_alias,
 )
@@ -508,7 +508,7 @@ def test_publish_failure_puts_the_alias_back(served_v1, fixtures, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(service, "publish_version", disk_full)
+    monkeypatch.setattr(publish, "publish_version", disk_full)
     with pytest.raises(
         PromotionError,
         match=r"approve of 'wdbc' version 2 failed and was undone: publishing to .* failed .*No space left.*"
