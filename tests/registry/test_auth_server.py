@@ -707,3 +707,28 @@ def test_rollback_by_a_reviewer_restores_even_their_own_approved_version_and_a_d
         )
     )
     assert provenance["champion_set_by"] == "rick"
+
+
+def test_a_version_the_server_never_saw_created_cannot_be_approved(auth_server, monkeypatch):
+    """Registered behind the server's back (straight into PostgreSQL, or before the app ran): fail closed."""
+    from mlflow import MlflowClient
+
+    deployment = auth_server.deployment
+    monkeypatch.setenv("PGPASSFILE", str(deployment.pgpass))
+    direct = MlflowClient(
+        tracking_uri=deployment.database_uri("mlflow"), registry_uri=deployment.database_uri("mlflow")
+    )
+    model = f"m-{uuid.uuid4().hex[:10]}"
+    direct.create_registered_model(model)
+    version = str(
+        direct.create_model_version(model, "mlflow-artifacts:/nowhere", tags={"gate": "passed"}).version
+    )
+    got = auth_server.call(
+        "POST", ALIAS, "rita", json={"name": model, "alias": "champion", "version": version}
+    )
+    assert got.status_code == 403 and "no record of who created this version" in got.text
+    assert version_view(auth_server, model, version)[1] == {}
+    missing = auth_server.call(
+        "GET", "/dxpipe/model-versions/provenance", "rita", params={"name": model, "version": version}
+    )
+    assert missing.status_code == 404
