@@ -732,3 +732,38 @@ def test_a_version_the_server_never_saw_created_cannot_be_approved(auth_server, 
         "GET", "/dxpipe/model-versions/provenance", "rita", params={"name": model, "version": version}
     )
     assert missing.status_code == 404
+
+
+def test_an_admin_revokes_the_reviewer_role_and_its_powers_go_with_it(auth_server):
+    auth_server.deployment.add_user("carol", "carol-test-password", reviewer=True)
+    carol = ("carol", "carol-test-password")
+    import requests
+
+    def whoami() -> dict:
+        return requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=carol, timeout=30).json()
+
+    assert whoami()["is_reviewer"]
+    model, version, _ = new_version(auth_server, "alice", tags={"gate": "passed"})
+    _ok(auth_server.call("POST", "/dxpipe/reviewers/revoke", "admin", json={"user": "carol"}))
+    assert not whoami()["is_reviewer"]
+    got = requests.post(
+        f"{auth_server.url}/api/2.0{ALIAS}",
+        json={"name": model, "alias": "champion", "version": version},
+        auth=carol,
+        timeout=30,
+    )
+    assert got.status_code == 403 and "'carol' is not a reviewer" in got.text
+    revoked = [e for e in auth_server.audit(action="revoke_reviewer") if e["detail"] == "carol"]
+    assert [(e["user"], e["allowed"]) for e in revoked] == [("admin", True)]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "message"),
+    [
+        ("/dxpipe/model-versions/provenance", {"name": "wdbc"}, "'name' and 'version' are required"),
+        ("/dxpipe/audit", {"limit": "lots"}, "limit must be an integer"),
+    ],
+)
+def test_dxpipe_routes_name_the_bad_parameter(auth_server, path, params, message):
+    got = auth_server.call("GET", path, "alice", params=params)
+    assert got.status_code == 400 and message in got.json()["message"]
