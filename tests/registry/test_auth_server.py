@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import requests
 
 from tests.registry.auth_server import AuthServer, auth_server_fixture  # noqa: F401 - the session fixture
 
@@ -90,8 +91,6 @@ def test_whoami_answers_the_authenticated_user_and_role(auth_server, user, revie
     "credentials", [None, ("alice", "wrong-password-123"), ("mallory", "no-such-user-12")]
 )
 def test_whoami_without_valid_credentials_is_401(auth_server, credentials):
-    import requests
-
     got = requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=credentials, timeout=30)
     assert got.status_code == 401 and "WWW-Authenticate" in got.headers
 
@@ -168,8 +167,6 @@ def test_champion_alias_set_through_the_rest_api_is_refused_and_recorded(
 
 
 def test_wrong_password_is_refused_as_anonymous_and_recorded(auth_server):
-    import requests
-
     model, version, _ = new_version(auth_server, "bob", tags={"gate": "passed"})
     got = requests.post(
         f"{auth_server.url}/api/2.0{ALIAS}",
@@ -626,8 +623,6 @@ def test_an_approval_in_the_mlflow_ui_is_checked_and_attributed_by_the_server(
 
 # --- the deployment users run (`make mlflow-server` / `make mlflow-user`) -----------------------------------
 def test_add_user_command_creates_a_reviewer_on_the_running_server(auth_server, capsys):
-    import requests
-
     from pipelines.registry_server import deploy
 
     root = auth_server.deployment.root
@@ -737,7 +732,6 @@ def test_a_version_the_server_never_saw_created_cannot_be_approved(auth_server, 
 def test_an_admin_revokes_the_reviewer_role_and_its_powers_go_with_it(auth_server):
     auth_server.deployment.add_user("carol", "carol-test-password", reviewer=True)
     carol = ("carol", "carol-test-password")
-    import requests
 
     def whoami() -> dict:
         return requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=carol, timeout=30).json()
