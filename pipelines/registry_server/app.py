@@ -17,8 +17,8 @@ How a request is checked:
 4. After a run or a model version is created, the server records the authenticated creator in its own
    table and writes `dxpipe.author` itself; those rows are the authors the four-eyes rule checks.
 
-dxpipe's own routes (`/api/2.0/dxpipe/...`) are answered by the guard after authentication: MLflow's
-basic-auth hook fails closed on routes it does not know.
+dxpipe's own routes (`routes.py`, under `/api/2.0/dxpipe/...`) are answered by the guard after
+authentication: MLflow's basic-auth hook fails closed on routes it does not know.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from flask import Flask, Response, g, jsonify, request
 
 from pipelines.registry_server import rules
 from pipelines.registry_server.records import Records
+from pipelines.registry_server.routes import ROUTES, error
 from pipelines.registry_server.rules import Actor, Decision
 
 _logger = logging.getLogger(__name__)
@@ -77,6 +78,18 @@ class Guard:
             authors.append(run_creator)
         return authors
 
+    def approved_by(self, model: str, version: str) -> str | None:
+        """Who last approved this version as champion through this server (since it was created), or None."""
+        created = self.records.version_created_at(model, version)
+        if created is None:
+            return None
+        approvals = [
+            e
+            for e in self.records.entries(model=model, version=version, action="set_alias", allowed=True)
+            if e.detail == rules.CHAMPION and e.status == 200 and e.at >= created
+        ]
+        return approvals[-1].user if approvals else None
+
     def champion_version(self, model: str) -> str | None:
         """The version the champion alias points at now (for auditing its removal)."""
         from mlflow.server.handlers import _get_model_registry_store
@@ -93,10 +106,13 @@ class Guard:
 
         def set_alias(actor: Actor, m: Any) -> Outcome:
             what = f"setting alias '{m.alias}' on '{m.name}' version {m.version}"
-            authors = self.authors(m.name, m.version) if rules.is_champion_like(m.alias) else None
-            return Outcome(
-                "set_alias", rules.set_alias(actor, m.alias, what, authors), m.name, m.version, None, m.alias
-            )
+            guarded = rules.is_champion_like(m.alias)
+            authors = self.authors(m.name, m.version) if guarded else None
+            approved_by = self.approved_by(m.name, m.version) if guarded else None
+            decision = rules.set_alias(actor, m.alias, what, authors, approved_by)
+            # A restoration is audited under its own action: `set_alias` rows are the four-eyes approvals.
+            action = "restore_alias" if decision.restores else "set_alias"
+            return Outcome(action, decision, m.name, m.version, None, m.alias)
 
         def delete_alias(actor: Actor, m: Any) -> Outcome:
             what = f"removing alias '{m.alias}' from '{m.name}'"
@@ -229,7 +245,12 @@ class Guard:
         """Fills in the audited request's outcome and records the creators of runs and versions."""
         audit_id = g.pop("dxpipe_audit_id", None)
         if audit_id is not None:
-            self.records.set_status(audit_id, response.status_code)
+            try:
+                self.records.set_status(audit_id, response.status_code)
+            except (
+                Exception
+            ):  # the change is done and its row exists; a missing status reads "outcome unknown".
+                _logger.exception("dxpipe: recording the status of audit row %s failed", audit_id)
         if not 200 <= response.status_code < 300:
             return response
         endpoint = request.endpoint or ""
@@ -300,131 +321,6 @@ def _refusal(decision: Decision) -> Response:
     return response
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error_code": code, "message": f"dxpipe: {message}"})
-    response.status_code = status
-    return response
-
-
-# dxpipe's routes -------------------------------------------------------------------------------------
-def _whoami(guard: Guard) -> Response:
-    actor: Actor = g.dxpipe_actor
-    return jsonify({"user": actor.user, "is_reviewer": actor.is_reviewer, "is_admin": _is_admin(actor.user)})
-
-
-def _provenance(guard: Guard) -> Response:
-    name, version = request.args.get("name", ""), request.args.get("version", "")
-    if not name or not version:
-        return _error(400, "INVALID_PARAMETER_VALUE", "query parameters 'name' and 'version' are required.")
-    found = guard.records.version_creator(name, version)
-    if found is None:
-        return _error(
-            404,
-            "RESOURCE_DOES_NOT_EXIST",
-            f"no creator is recorded for '{name}' version {version} (unknown, or registered before the "
-            "dxpipe server app ran); its author cannot be established.",
-        )
-    creator, run_id = found
-    run_creator = guard.records.run_creator(run_id) if run_id else None
-    champion = [
-        e
-        for e in guard.records.entries(model=name, version=version, action="set_alias", allowed=True)
-        if e.detail == rules.CHAMPION and e.status == 200
-    ]
-    return jsonify(
-        {
-            "name": name,
-            "version": version,
-            "run_id": run_id,
-            "created_by": creator,
-            "run_created_by": run_creator,
-            "authors": sorted({creator, *([run_creator] if run_creator else [])}),
-            "champion_set_by": champion[-1].user if champion else None,
-            "champion_set_at": champion[-1].at if champion else None,
-        }
-    )
-
-
-def _audit_entries(guard: Guard) -> Response:
-    try:
-        limit = min(int(request.args.get("limit", "1000")), 10000)
-    except ValueError:
-        return _error(
-            400, "INVALID_PARAMETER_VALUE", f"limit must be an integer, got {request.args['limit']!r}."
-        )
-    entries = guard.records.entries(
-        model=request.args.get("model") or None,
-        version=request.args.get("version") or None,
-        action=request.args.get("action") or None,
-        limit=limit,
-    )
-    return jsonify({"entries": [e.to_dict() for e in entries]})
-
-
-def _reviewers(guard: Guard) -> Response:
-    return jsonify({"reviewers": guard.records.list_reviewers()})
-
-
-def _set_reviewer(grant: bool) -> Callable[[Guard], Response]:
-    def view(guard: Guard) -> Response:
-        from mlflow.server import auth
-
-        actor: Actor = g.dxpipe_actor
-        body = request.get_json(silent=True) or {}
-        user = body.get("user")
-        if not _is_admin(actor.user):
-            guard.records.append(
-                user=actor.user,
-                action="grant_reviewer" if grant else "revoke_reviewer",
-                detail=str(user),
-                allowed=False,
-                status=403,
-                reason=f"'{actor.user}' is not an admin",
-            )
-            return _error(
-                403, "PERMISSION_DENIED", "only an MLflow admin grants or revokes the reviewer role."
-            )
-        if not isinstance(user, str) or not auth.store.has_user(user):
-            return _error(
-                400, "INVALID_PARAMETER_VALUE", f"'user' must name an existing MLflow user, got {user!r}."
-            )
-        # MLflow's own permission check still runs after dxpipe's: removing the champion alias, deleting or
-        # renaming needs MANAGE on the registered model, so a reviewer holds MANAGE on all of them.
-        if grant:
-            auth.store.grant_user_permission(user, "registered_model", "*", "MANAGE")
-        else:
-            try:
-                auth.store.revoke_user_resource_permission(user, "registered_model", "*")
-            except Exception:  # noqa: BLE001 - no such grant: nothing to revoke; the role is what dxpipe checks.
-                _logger.info("dxpipe: %s held no wildcard registered_model grant", user)
-        changed = guard.records.set_reviewer(user, grant, actor.user or "")
-        return jsonify({"user": user, "is_reviewer": grant, "changed": changed})
-
-    return view
-
-
-def _is_admin(user: str | None) -> bool:
-    from mlflow.server import auth
-
-    if not user:
-        return False
-    try:
-        return bool(auth.store.get_user(user).is_admin)
-    except Exception:  # noqa: BLE001 - a user deleted mid-request is simply not an admin.
-        return False
-
-
-# endpoint name -> (view, path suffix, methods)
-ROUTES: dict[str, tuple[Callable[[Guard], Response], str, list[str]]] = {
-    "dxpipe_whoami": (_whoami, "/whoami", ["GET"]),
-    "dxpipe_provenance": (_provenance, "/model-versions/provenance", ["GET"]),
-    "dxpipe_audit": (_audit_entries, "/audit", ["GET"]),
-    "dxpipe_reviewers": (_reviewers, "/reviewers", ["GET"]),
-    "dxpipe_grant_reviewer": (_set_reviewer(True), "/reviewers/grant", ["POST"]),
-    "dxpipe_revoke_reviewer": (_set_reviewer(False), "/reviewers/revoke", ["POST"]),
-}
-
-
 def install(app: Flask, records: Records) -> Guard:
     """Adds dxpipe's guard, after-request recorder and routes to an MLflow Flask app with basic auth.
 
@@ -450,7 +346,7 @@ def install(app: Flask, records: Records) -> Guard:
 
 
 def _unreachable() -> Response:
-    return _error(500, "INTERNAL_ERROR", "route reached without dxpipe's guard")
+    return error(500, "INTERNAL_ERROR", "route reached without dxpipe's guard")
 
 
 def create_app() -> Any:

@@ -74,6 +74,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _iso(moment: dt.datetime) -> str:
+    # SQLite returns naive datetimes for timezone-aware columns; every value written here is UTC.
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditEntry:
     """One audit row (see the module docstring)."""
@@ -214,6 +221,13 @@ class Records:
             ).first()
             return None if row is None else (row[0], row[1])
 
+    def version_created_at(self, model: str, version: str) -> str | None:
+        """When the server recorded the version's creation (ISO 8601, comparable with audit times), or None."""
+        key = (version_creators.c.model == model) & (version_creators.c.version == version)
+        with self._tx() as conn:
+            row = conn.execute(sa.select(version_creators.c.created_at).where(key)).first()
+            return None if row is None else _iso(row[0])
+
     # Audit -------------------------------------------------------------------------------------------
     def append(self, **fields: Any) -> int:
         """Appends one audit row (fields as in `AuditEntry`, without `at`); returns its id."""
@@ -258,7 +272,7 @@ class Records:
             rows = list(conn.execute(query))
         return [
             AuditEntry(
-                at=r.at.isoformat(),
+                at=_iso(r.at),
                 user=r.username,
                 action=r.action,
                 model=r.model,

@@ -6,14 +6,16 @@ the request, looks up who authored the version and applies the decision before M
 What is protected, and why:
 
 - The `champion` alias (what production serves): set only by a reviewer who is not an author of the
-  version (four-eyes); removed only by a reviewer. A look-alike of it (`Champion`, `champion` with a
+  version (four-eyes); put back on a version a four-eyes approval already made champion (a rollback, a
+  repair) by any reviewer; removed only by a reviewer. A look-alike of it (`Champion`, `champion` with a
   zero-width space) is refused outright: it could only exist to fool a human reading the UI.
 - `approval.*` version tags (the record of a review): the same rule as the alias; never at creation.
 - Evidence tags (`gate`, `gate.*`, `metric.*`, `model.digest`, `data.test_digest`, `tfx.*`, `mlmd.*`,
   `policy.*`, `serving.staging_version`): written once, in the call that creates the version (as
   `pipelines.registry` does), then immutable for everyone, reviewers and admins included.
-- `dxpipe.author` on versions and runs, `mlflow.user` on runs: the server writes the authenticated
-  creator itself; nobody sets or deletes them through the API.
+- `dxpipe.author` (and `dxpipe.author.*`, e.g. its source) on versions and runs, `mlflow.user` on runs:
+  set at creation only; the server then writes `dxpipe.author` itself from the authenticated creator and
+  nobody sets or deletes them through the API.
 - Registered-model policy tags (`dxpipe.*`, `gate*`, `policy*`, `approval*`, `four_eyes*`): free at
   creation, then reviewer-only: loosening a pinned policy is a reviewer's act.
 - Deleting or renaming a registered model, deleting a version and stage transitions: reviewer-only
@@ -70,7 +72,7 @@ class TagKind(enum.Enum):
 def version_tag_kind(key: str) -> TagKind:
     """Classifies a model-version tag key (after normalisation, so look-alikes count as the real key)."""
     norm = normalize(key)
-    if norm == AUTHOR_TAG:
+    if norm == AUTHOR_TAG or norm.startswith(AUTHOR_TAG + "."):
         return TagKind.AUTHOR
     if norm.startswith(APPROVAL_PREFIX) or norm == APPROVAL_PREFIX.rstrip("."):
         return TagKind.APPROVAL
@@ -106,12 +108,14 @@ class Decision:
         reason: Why (recorded in the audit table; returned to the client when refused).
         status: The HTTP status of a refusal (401 without credentials, 403 otherwise).
         guarded: False when nothing protected was touched (such requests are not audited).
+        restores: True when `champion` goes back to a version a four-eyes approval already put there.
     """
 
     allowed: bool
     reason: str
     status: int = FORBIDDEN
     guarded: bool = True
+    restores: bool = False
 
 
 def allow(reason: str) -> Decision:
@@ -178,15 +182,39 @@ def four_eyes(actor: Actor, what: str, authors: Iterable[str] | None) -> Decisio
     return allow(f"{what} by reviewer '{actor.user}', not an author ({', '.join(sorted(known))})")
 
 
-def set_alias(actor: Actor, alias: str, what: str, authors: Iterable[str] | None) -> Decision:
-    """Setting an alias on a version: only `champion` is guarded; its look-alikes are refused."""
+def set_alias(
+    actor: Actor, alias: str, what: str, authors: Iterable[str] | None, approved_by: str | None = None
+) -> Decision:
+    """Setting an alias on a version: only `champion` is guarded; its look-alikes are refused.
+
+    Args:
+        actor: The requester.
+        alias: The alias as sent.
+        what: The change, for messages.
+        authors: The version's recorded authors (see `four_eyes`).
+        approved_by: Who approved this version as champion earlier, through this server (four-eyes held
+            then), or None. Putting `champion` back on it is a rollback or a repair: any reviewer may,
+            even one of its authors (rollback is the emergency brake), but nobody else.
+
+    Returns:
+        The decision.
+    """
     if not is_champion_like(alias):
         return unguarded(f"{what}: alias '{alias}' is not protected")
     if alias != CHAMPION:
         return _refuse(
             f"{what}: alias {alias!r} imitates '{CHAMPION}'; use '{CHAMPION}' itself or another name."
         )
-    return four_eyes(actor, what, authors)
+    decision = four_eyes(actor, what, authors)
+    if decision.allowed or approved_by is None or not reviewer_only(actor, what).allowed:
+        return decision
+    return Decision(
+        True,
+        f"{what}: restoring a version '{approved_by}' approved earlier (four-eyes held then), by reviewer "
+        f"'{actor.user}'",
+        200,
+        restores=True,
+    )
 
 
 def delete_alias(actor: Actor, alias: str, what: str) -> Decision:
@@ -228,7 +256,9 @@ def creation_tags(actor: Actor, keys: Iterable[str], what: str) -> Decision:
 
 def run_tag_change(actor: Actor, keys: Iterable[str], what: str) -> Decision:
     """Setting or deleting run tags: the identity tags are the server's."""
-    identity = sorted(k for k in keys if normalize(k) in RUN_IDENTITY_TAGS)
+    identity = sorted(
+        k for k in keys if normalize(k) in RUN_IDENTITY_TAGS or normalize(k).startswith(AUTHOR_TAG + ".")
+    )
     if not identity:
         return unguarded(f"{what}: no protected run tag")
     if actor.user is None:

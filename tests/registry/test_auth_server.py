@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import requests
 
 from tests.registry.auth_server import AuthServer, auth_server_fixture  # noqa: F401 - the session fixture
 
@@ -90,8 +91,6 @@ def test_whoami_answers_the_authenticated_user_and_role(auth_server, user, revie
     "credentials", [None, ("alice", "wrong-password-123"), ("mallory", "no-such-user-12")]
 )
 def test_whoami_without_valid_credentials_is_401(auth_server, credentials):
-    import requests
-
     got = requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=credentials, timeout=30)
     assert got.status_code == 401 and "WWW-Authenticate" in got.headers
 
@@ -168,8 +167,6 @@ def test_champion_alias_set_through_the_rest_api_is_refused_and_recorded(
 
 
 def test_wrong_password_is_refused_as_anonymous_and_recorded(auth_server):
-    import requests
-
     model, version, _ = new_version(auth_server, "bob", tags={"gate": "passed"})
     got = requests.post(
         f"{auth_server.url}/api/2.0{ALIAS}",
@@ -446,7 +443,7 @@ def server_cfg(auth_server, tmp_path, monkeypatch):
     """A dxpipe tracking config on the shared server (MLflow work in-process: it is the server that counts)."""
     from pipelines.mlflow_store import TrackingConfig
 
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     return TrackingConfig(
         workdir=str(tmp_path / "wd"),
@@ -471,15 +468,38 @@ def served_versions(cfg, model: str) -> list[int]:
     return list_versions(cfg.resolved().production_path(model))
 
 
+def log_records(cfg, model: str) -> list:
+    from pipelines.promotion.audit_log import LOG_NAME, PromotionLog
+
+    return PromotionLog(cfg.resolved().production_path(model) / LOG_NAME).records()
+
+
 def registered(cfg, fixtures, monkeypatch, user: str) -> tuple[str, str]:
-    """A version of a fresh model that passed the gate, registered by `user` through dxpipe's registry code."""
+    """A version of a fresh model that passed the gate, registered as `user` (identity from the server)."""
+    from pipelines.identity import Identity, current_identity
     from tests.registry.support import GOOD, register
 
     as_user(monkeypatch, user)
+    identity = current_identity(cfg.tracking_uri)  # the client's whoami against the server's route
+    assert identity == Identity(user, True, f"mlflow-server {cfg.tracking_uri}")
     model = f"wdbc-{uuid.uuid4().hex[:8]}"
-    version = register(cfg, fixtures, "good", GOOD, author=user, model_name=model)
+    version = register(cfg, fixtures, "good", GOOD, author=identity, model_name=model)
     assert version.passed, version.failures
     return model, version.version
+
+
+def champion_audit(server: AuthServer, model: str) -> list[tuple[str | None, bool, int | None]]:
+    entries = server.audit(model=model, action="set_alias")
+    return [(e["user"], e["allowed"], e["status"]) for e in entries if e["detail"] == "champion"]
+
+
+def test_identity_needs_valid_credentials_on_the_server(auth_server, server_cfg, monkeypatch):
+    from pipelines.identity import IdentityError, current_identity
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-alices-password")
+    with pytest.raises(IdentityError, match="did not accept your credentials"):
+        current_identity(server_cfg.tracking_uri)
 
 
 def test_dxpipe_approve_by_a_data_scientist_is_refused_by_the_server(
@@ -489,62 +509,72 @@ def test_dxpipe_approve_by_a_data_scientist_is_refused_by_the_server(
     from pipelines.errors import DxpipeError
 
     model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
-    as_user(monkeypatch, "bob")
-    # bob names a reviewer on the command line; the server knows it is bob.
+    as_user(monkeypatch, "bob")  # not the author, so dxpipe's own four-eyes check passes; bob is no reviewer
     with pytest.raises(DxpipeError, match=r"'bob' is not a reviewer"):
-        promotion.approve(server_cfg, model, version, "rita", "looks fine")
+        promotion.approve(server_cfg, model, version, None, "looks fine")
     assert served_versions(server_cfg, model) == []
-    _, aliases = version_view(auth_server, model, version)
-    assert "champion" not in aliases
-    refusal = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"]
-    assert [(e["user"], e["allowed"], e["status"]) for e in refusal] == [("bob", False, 403)]
+    assert "champion" not in version_view(auth_server, model, version)[1]
+    assert champion_audit(auth_server, model) == [("bob", False, 403)]
 
 
-def test_the_authors_own_dxpipe_approve_is_refused_by_the_server(
+def test_the_authors_own_dxpipe_approve_is_refused_and_the_server_would_refuse_it_too(
     auth_server, server_cfg, fixtures, monkeypatch
 ):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
     from pipelines import promotion
     from pipelines.errors import DxpipeError
 
     model, version = registered(server_cfg, fixtures, monkeypatch, "rick")  # rick trains and reviews
-    # Free text cannot launder it: rick claims to be rita; the server authenticated rick.
-    with pytest.raises(DxpipeError, match=r"reviewer 'rick' is an author of this version"):
-        promotion.approve(server_cfg, model, version, "rita", "my own model")
+    with pytest.raises(DxpipeError, match=r"four-eyes|author"):
+        promotion.approve(server_cfg, model, version, None, "my own model")
+    refusal = log_records(server_cfg, model)[-1]
+    assert (refusal.event, refusal.reviewer, refusal.reviewer_authenticated) == ("refuse", "rick", True)
+    # A client that skips dxpipe's check (a patched dxpipe, curl, the UI) meets the server's.
+    with pytest.raises(MlflowException, match=r"reviewer 'rick' is an author of this version"):
+        MlflowClient(server_cfg.tracking_uri).set_registered_model_alias(model, "champion", version)
     assert served_versions(server_cfg, model) == []
-    entry = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"][-1]
-    assert (entry["user"], entry["allowed"]) == ("rick", False) and "four-eyes" in entry["reason"]
+    assert champion_audit(auth_server, model) == [("rick", False, 403)]
 
 
-def test_a_reviewers_dxpipe_approve_succeeds_and_the_server_records_the_authenticated_identities(
+def test_a_reviewers_dxpipe_approve_succeeds_and_both_logs_record_the_authenticated_identities(
     auth_server, server_cfg, fixtures, monkeypatch
 ):
     from pipelines import promotion
 
     model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
     as_user(monkeypatch, "rita")
-    record = promotion.approve(server_cfg, model, version, "rita", "reviewed ROC and slices")
+    record = promotion.approve(server_cfg, model, version, None, "reviewed ROC and slices")
     assert record.production_version == 1 and served_versions(server_cfg, model) == [1]
+    assert (record.reviewer, record.reviewer_authenticated, record.author) == ("rita", True, "alice")
+    assert record.warning is None, record.warning  # the server accepted every approval tag
+    register_record = next(r for r in log_records(server_cfg, model) if r.event == "register")
+    assert (register_record.reviewer, register_record.reviewer_authenticated) == ("alice", True)
+
     tags, aliases = version_view(auth_server, model, version)
     assert aliases["champion"] == version and tags["approval.status"] == "approved"
     assert tags["dxpipe.author"] == "alice"
     entries = auth_server.audit(model=model)
-    by_action = {(e["action"], e["detail"]): e for e in entries if e["allowed"]}
-    assert by_action[("create_model_version", None)]["user"] == "alice"
-    assert by_action[("set_alias", "champion")]["user"] == "rita"
-    assert by_action[("set_alias", "champion")]["status"] == 200
-    assert "not an author (alice)" in by_action[("set_alias", "champion")]["reason"]
+    assert [(e["user"], e["version"]) for e in entries if e["action"] == "create_model_version"] == [
+        ("alice", version)
+    ]
+    assert champion_audit(auth_server, model) == [("rita", True, 200)]
     approval_tags = [
         e for e in entries if e["action"] == "set_version_tag" and e["detail"].startswith("approval.")
     ]
-    assert approval_tags and {e["user"] for e in approval_tags} == {"rita"}
-    assert all(e["allowed"] and e["status"] == 200 for e in approval_tags)
+    assert approval_tags and {(e["user"], e["allowed"], e["status"]) for e in approval_tags} == {
+        ("rita", True, 200)
+    }
     provenance = _ok(
         auth_server.call(
             "GET", "/dxpipe/model-versions/provenance", "bob", params={"name": model, "version": version}
         )
     )
     assert (provenance["created_by"], provenance["champion_set_by"]) == ("alice", "rita")
-    assert promotion.status(server_cfg, model).consistent
+    from pipelines.promotion.status import status
+
+    assert status(server_cfg, model).consistent
 
 
 def test_dxpipe_approve_cli_refused_by_the_server_is_one_error_line(
@@ -555,7 +585,7 @@ def test_dxpipe_approve_cli_refused_by_the_server_is_one_error_line(
     model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
     as_user(monkeypatch, "bob")
     capsys.readouterr()  # registration's own log lines
-    argv = ["approve", model, version, "--reviewer", "rita", "--note", "ok"]
+    argv = ["approve", model, version, "--note", "ok"]
     code = registry_cli.main([*argv, "--tracking-uri", auth_server.url, "--workdir", server_cfg.workdir])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("dxpipe: error: ") and err.count("\n") == 1
@@ -563,51 +593,36 @@ def test_dxpipe_approve_cli_refused_by_the_server_is_one_error_line(
     assert served_versions(server_cfg, model) == []
 
 
-def test_an_approval_in_the_mlflow_ui_is_checked_and_attributed_like_dxpipe_approve(
+def test_an_approval_in_the_mlflow_ui_is_checked_and_attributed_by_the_server(
     auth_server, server_cfg, fixtures, monkeypatch
 ):
-    """The UI calls /ajax-api/2.0: the same guard answers, and `dxpipe sync` then serves the approved version."""
-    from pipelines import promotion
-
+    """The UI calls /ajax-api/2.0: the same guard answers, on the same evidence of who is logged in."""
     model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
     alias = {"name": model, "alias": "champion", "version": version}
     tag = {"name": model, "version": version, "key": "approval.reviewer"}
+    ui = "/ajax-api/2.0"
     # alice (the author) tries it in the UI: both the approval tag and the alias are refused.
     assert (
         auth_server.call(
-            "POST",
-            "/mlflow/model-versions/set-tag",
-            "alice",
-            prefix="/ajax-api/2.0",
-            json={**tag, "value": "rita"},
+            "POST", "/mlflow/model-versions/set-tag", "alice", prefix=ui, json={**tag, "value": "rita"}
         ).status_code
         == 403
     )
-    assert auth_server.call("POST", ALIAS, "alice", prefix="/ajax-api/2.0", json=alias).status_code == 403
-    # rita approves in the UI.
+    assert auth_server.call("POST", ALIAS, "alice", prefix=ui, json=alias).status_code == 403
+    # rita approves in the UI: accepted and attributed to her login, whatever the tag's value says.
     _ok(
         auth_server.call(
-            "POST",
-            "/mlflow/model-versions/set-tag",
-            "rita",
-            prefix="/ajax-api/2.0",
-            json={**tag, "value": "rita"},
+            "POST", "/mlflow/model-versions/set-tag", "rita", prefix=ui, json={**tag, "value": "someone"}
         )
     )
-    _ok(auth_server.call("POST", ALIAS, "rita", prefix="/ajax-api/2.0", json=alias))
-    as_user(monkeypatch, "rita")
-    assert promotion.sync_ui_alias(server_cfg, model).action == "promoted"
-    assert served_versions(server_cfg, model) == [1]
-    champion = [e for e in auth_server.audit(model=model, action="set_alias") if e["detail"] == "champion"]
-    # alice refused, rita's UI approval, then sync (run by rita) re-asserting the alias it promoted.
-    assert [(e["user"], e["allowed"]) for e in champion][:2] == [("alice", False), ("rita", True)]
-    assert {e["user"] for e in champion if e["allowed"]} == {"rita"}
+    _ok(auth_server.call("POST", ALIAS, "rita", prefix=ui, json=alias))
+    assert champion_audit(auth_server, model) == [("alice", False, 403), ("rita", True, 200)]
+    tag_rows = [(e["user"], e["allowed"]) for e in auth_server.audit(model=model, action="set_version_tag")]
+    assert tag_rows == [("alice", False), ("rita", True)]
 
 
 # --- the deployment users run (`make mlflow-server` / `make mlflow-user`) -----------------------------------
 def test_add_user_command_creates_a_reviewer_on_the_running_server(auth_server, capsys):
-    import requests
-
     from pipelines.registry_server import deploy
 
     root = auth_server.deployment.root
@@ -639,3 +654,110 @@ def test_add_user_without_a_running_server_is_one_error_line(tmp_path, capsys):
     assert deploy.main(["add-user", str(tmp_path), "alice"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dxpipe: error: ") and err.count("\n") == 1 and "server.json" in err
+
+
+def test_rollback_by_a_reviewer_restores_even_their_own_approved_version_and_a_data_scientist_cannot(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    """Rollback is the emergency brake: any reviewer may put back a version four-eyes already approved."""
+    from pipelines import promotion
+    from pipelines.errors import DxpipeError
+    from tests.registry.support import BETTER, register
+
+    model, first = registered(server_cfg, fixtures, monkeypatch, "rita")  # rita trained the first model
+    as_user(monkeypatch, "rick")
+    promotion.approve(server_cfg, model, first, None, "first")
+    as_user(monkeypatch, "alice")
+    from pipelines.identity import current_identity
+
+    second = register(
+        server_cfg,
+        fixtures,
+        "better",
+        BETTER,
+        author=current_identity(server_cfg.tracking_uri),
+        model_name=model,
+    )
+    assert second.passed, second.failures
+    as_user(monkeypatch, "rick")
+    promotion.approve(server_cfg, model, second.version, None, "better")
+
+    as_user(monkeypatch, "bob")
+    with pytest.raises(DxpipeError, match=r"'bob' is not a reviewer"):
+        promotion.rollback(server_cfg, model, None, "bob tries")
+    as_user(monkeypatch, "rita")
+    rolled = promotion.rollback(server_cfg, model, None, "calibration drift at clinic 3")
+    assert (rolled.version, rolled.reviewer, rolled.reviewer_authenticated) == (first, "rita", True)
+    assert version_view(auth_server, model, first)[1]["champion"] == first
+    restores = [
+        (e["user"], e["allowed"], e["version"])
+        for e in auth_server.audit(model=model, action="restore_alias")
+    ]
+    assert restores == [("rita", True, first)]
+    assert ("bob", False, 403) in champion_audit(auth_server, model)
+    # The four-eyes approvals stay the `set_alias` rows, so provenance still names who approved first.
+    provenance = _ok(
+        auth_server.call(
+            "GET", "/dxpipe/model-versions/provenance", "alice", params={"name": model, "version": first}
+        )
+    )
+    assert provenance["champion_set_by"] == "rick"
+
+
+def test_a_version_the_server_never_saw_created_cannot_be_approved(auth_server, monkeypatch):
+    """Registered behind the server's back (straight into PostgreSQL, or before the app ran): fail closed."""
+    from mlflow import MlflowClient
+
+    deployment = auth_server.deployment
+    monkeypatch.setenv("PGPASSFILE", str(deployment.pgpass))
+    direct = MlflowClient(
+        tracking_uri=deployment.database_uri("mlflow"), registry_uri=deployment.database_uri("mlflow")
+    )
+    model = f"m-{uuid.uuid4().hex[:10]}"
+    direct.create_registered_model(model)
+    version = str(
+        direct.create_model_version(model, "mlflow-artifacts:/nowhere", tags={"gate": "passed"}).version
+    )
+    got = auth_server.call(
+        "POST", ALIAS, "rita", json={"name": model, "alias": "champion", "version": version}
+    )
+    assert got.status_code == 403 and "no record of who created this version" in got.text
+    assert version_view(auth_server, model, version)[1] == {}
+    missing = auth_server.call(
+        "GET", "/dxpipe/model-versions/provenance", "rita", params={"name": model, "version": version}
+    )
+    assert missing.status_code == 404
+
+
+def test_an_admin_revokes_the_reviewer_role_and_its_powers_go_with_it(auth_server):
+    auth_server.deployment.add_user("carol", "carol-test-password", reviewer=True)
+    carol = ("carol", "carol-test-password")
+
+    def whoami() -> dict:
+        return requests.get(f"{auth_server.url}/api/2.0/dxpipe/whoami", auth=carol, timeout=30).json()
+
+    assert whoami()["is_reviewer"]
+    model, version, _ = new_version(auth_server, "alice", tags={"gate": "passed"})
+    _ok(auth_server.call("POST", "/dxpipe/reviewers/revoke", "admin", json={"user": "carol"}))
+    assert not whoami()["is_reviewer"]
+    got = requests.post(
+        f"{auth_server.url}/api/2.0{ALIAS}",
+        json={"name": model, "alias": "champion", "version": version},
+        auth=carol,
+        timeout=30,
+    )
+    assert got.status_code == 403 and "'carol' is not a reviewer" in got.text
+    revoked = [e for e in auth_server.audit(action="revoke_reviewer") if e["detail"] == "carol"]
+    assert [(e["user"], e["allowed"]) for e in revoked] == [("admin", True)]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "message"),
+    [
+        ("/dxpipe/model-versions/provenance", {"name": "wdbc"}, "'name' and 'version' are required"),
+        ("/dxpipe/audit", {"limit": "lots"}, "limit must be an integer"),
+    ],
+)
+def test_dxpipe_routes_name_the_bad_parameter(auth_server, path, params, message):
+    got = auth_server.call("GET", path, "alice", params=params)
+    assert got.status_code == 400 and message in got.json()["message"]

@@ -33,6 +33,8 @@ def test_names_are_compared_after_nfkc_casefold_and_without_invisible_characters
     [
         ("dxpipe.author", TagKind.AUTHOR),
         ("DXPIPE.author\u200b", TagKind.AUTHOR),
+        ("dxpipe.author.authenticated", TagKind.AUTHOR),
+        ("dxpipe.authorship", TagKind.FREE),
         ("approval.reviewer", TagKind.APPROVAL),
         ("approval.status", TagKind.APPROVAL),
         ("Approval.Note", TagKind.APPROVAL),
@@ -136,7 +138,7 @@ def test_creation_accepts_evidence_and_refuses_approvals():
     assert not refused.allowed and "approval.status" in refused.reason
 
 
-@pytest.mark.parametrize("key", ["dxpipe.author", "mlflow.user", "MLflow.User"])
+@pytest.mark.parametrize("key", ["dxpipe.author", "mlflow.user", "MLflow.User", "dxpipe.author.source"])
 def test_run_identity_tags_are_the_servers(key):
     decision = rules.run_tag_change(RITA, ["note", key], "setting run tags")
     assert not decision.allowed and key in decision.reason
@@ -155,3 +157,15 @@ def test_registered_model_policy_tags_are_reviewer_only(key):
 def test_reviewer_only_names_the_role_and_the_fix():
     decision = rules.reviewer_only(ALICE, "deleting 'wdbc'")
     assert not decision.allowed and "/api/2.0/dxpipe/reviewers/grant" in decision.reason
+
+
+def test_putting_champion_back_on_an_approved_version_is_any_reviewers_act():
+    restored = rules.set_alias(RICK, "champion", "rolling back", ["rick"], approved_by="rita")
+    assert restored.allowed and restored.restores and "approved earlier" in restored.reason
+    # Not for a data scientist, nor anonymously, nor through a look-alike.
+    assert not rules.set_alias(ALICE, "champion", "rolling back", ["bob"], approved_by="rita").allowed
+    assert rules.set_alias(ANON, "champion", "rolling back", ["bob"], approved_by="rita").status == 401
+    assert not rules.set_alias(RICK, "Champion", "rolling back", ["rick"], approved_by="rita").allowed
+    # A first approval is still four-eyes, and not marked as a restoration.
+    first = rules.set_alias(RITA, "champion", "approving", ["alice"], approved_by=None)
+    assert first.allowed and not first.restores
