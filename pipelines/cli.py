@@ -201,6 +201,7 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
     cfg = _load(args)
     schema, path = _schema_file(cfg)
     from components.data_checks import guards, rows
+    from components.data_checks.findings import without_guarded
     from components.data_gate.core import format_report
     from pipelines import data as data_lib
     from pipelines.errors import DataGateError
@@ -213,8 +214,8 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
         for name in data_lib.SPLITS
     }  # fmt: skip
     checks = cfg.data.checks
-    findings = rows.check_rows(table.columns, splits, schema, checks.report_rows)
-    findings += guards.check_columns(
+    row_findings = rows.check_rows(table.columns, splits, schema, checks.report_rows)
+    guard_findings = guards.check_columns(
         table.columns,
         splits,
         guards.allowed_columns(schema),
@@ -222,6 +223,7 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
         max_single_feature_auc=checks.max_single_feature_auc,
         limit=checks.report_rows,
     )
+    findings = [*without_guarded(row_findings, guard_findings), *guard_findings]
     if findings:
         raise DataGateError(format_report(findings, table.origin).replace(
             "nothing was trained or pushed", f"checked against {path}"))  # fmt: skip

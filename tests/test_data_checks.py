@@ -218,3 +218,28 @@ def test_a_blank_label_points_at_label_map_drop(tmp_path):
 def test_a_name_alone_flags_only_identifier_names(name, flagged):
     values = [str(i % 7) for i in range(50)]  # neither unique nor monotone: only the name can speak
     assert (guards.identifier_evidence(name, values, 0.9) is not None) is flagged
+
+
+def test_the_gate_report_keeps_one_entry_per_column():
+    from components.data_checks.findings import NOT_IN_SCHEMA, Finding
+    from components.data_gate.core import combine
+
+    tfdv = [
+        Finding("age", ("train",), "int", "unexpectedly small value: 3", "fix a"),
+        Finding("age", ("test",), "int", "unexpectedly small value: 3", "fix a"),
+        Finding("mrn", ("train",), "no such column in the schema", "new column", "fix b"),
+        Finding("bmi", ("eval",), "float", "low fraction present", "fix c"),
+        Finding("", ("train",), "a dataset matching the schema", "too few examples", "fix d"),
+    ]
+    rows_found = [
+        Finding("age", ("train", "test"), "int", "values out of range", "fix e", ((4, "3"),), 1),
+        Finding("mrn", ("train", "eval", "test"), "no such column", NOT_IN_SCHEMA, "fix f"),
+    ]
+    guard = [Finding("mrn", ("train", "eval", "test"), "not an identifier", "identifier-like", "fix g")]
+    report = combine(tfdv, rows_found, guard)
+    assert [(f.column, f.fix) for f in report] == [
+        ("age", "fix e"),  # the row check's entry, with the row, replaces TFDV's two
+        ("bmi", "fix c"),
+        ("", "fix d"),
+        ("mrn", "fix g"),  # the guard's entry only
+    ]

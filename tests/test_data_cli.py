@@ -153,6 +153,8 @@ def test_schema_draft_then_check_guides_a_raw_csv_to_a_clean_check(tmp_path):
     for expected in ("column 'unnamed_0'", "column 'patient_id'", "column 'visit_date'", "`drop_columns`"):
         assert expected in check.stderr, check.stderr
     assert "column 'label'" in check.stderr and "'invalid'" in check.stderr and "line 42" in check.stderr
+    # One entry per column: the guard's (with its evidence), not also the schema's "no such column".
+    assert all(check.stderr.count(f"column '{c}'") == 1 for c in ("unnamed_0", "patient_id", "visit_date"))
 
     # The config lines the draft printed, then the check passes.
     raw = yaml.safe_load(config.read_text())

@@ -154,7 +154,10 @@ def test_useless_model_fails_the_gate_against_the_champion(
 
 
 def test_bad_data_ends_the_mlflow_run_failed(first, capsys, workdir, client, tmp_path):
-    rows = (workdir / "data" / "wdbc" / "train" / "data.csv").read_text().splitlines()
+    from pipelines.config import load_config
+    from pipelines.data import canonical_csv
+
+    rows = canonical_csv(load_config().data).splitlines()
     header = rows[0].split(",")
     broken = rows[7].split(",")
     broken[header.index("mean_radius")] = "not-a-number"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 SPLIT_ORDER = ("train", "eval", "test")
+NOT_IN_SCHEMA = "a column the model was not reviewed for"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,3 +68,16 @@ def merge(findings: list[Finding], limit: int = 20) -> list[Finding]:
             count=old.count + finding.count,
         )
     return sorted(merged.values(), key=lambda f: (f.column == "", f.column))
+
+
+def without_guarded(row_findings: list[Finding], guard_findings: list[Finding]) -> list[Finding]:
+    """Drops the schema's "column not in the schema" entry for a column a guard explains better.
+
+    An identifier or a date is also absent from a reviewed schema; the guard's entry carries the
+    evidence and the specific fix (`drop_columns`, `group_by`, `order_by`), so one entry per column is kept.
+
+    Returns:
+        The row findings to report beside the guard findings.
+    """
+    guarded = {f.column for f in guard_findings}
+    return [f for f in row_findings if not (f.column in guarded and f.found == NOT_IN_SCHEMA)]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components.data_checks.findings import Finding, merge, ordered_splits
+from components.data_checks.findings import NOT_IN_SCHEMA, Finding, merge, ordered_splits
 
 LABEL = "label"
 # Values that clinical exports commonly use for "not measured"; an out-of-range or unknown one of these
@@ -79,7 +79,7 @@ def check_split(
                     column,
                     (split,),
                     "no such column (the schema does not list it)",
-                    "a column the model was not reviewed for",
+                    NOT_IN_SCHEMA,
                     f"if {column!r} is not a feature (an id, a date, provenance), list it in the dataset's "
                     "`drop_columns`; otherwise add it to the schema after review (`dxpipe schema draft` "
                     "prints a starting point)",

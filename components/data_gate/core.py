@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
-from components.data_checks.findings import Finding, merge
+from components.data_checks.findings import Finding, merge, without_guarded
 from components.data_checks.rows import BLANK_FIX, describe_expectation
 from pipelines.errors import DataGateError
 
@@ -89,7 +89,9 @@ def combine(tfdv: list[Finding], rows: list[Finding], guards: list[Finding]) -> 
     """
     with_rows = {f.column for f in rows}
     kept = [f for f in merge(tfdv) if f.column not in with_rows or not f.column]
-    return [*rows, *kept, *guards]
+    guarded = {f.column for f in guards}
+    kept = [f for f in kept if f.column not in guarded]  # TFDV's "new column" for an identifier, a date
+    return [*without_guarded(rows, guards), *kept, *guards]
 
 
 def format_report(findings: list[Finding], source: str) -> str:
