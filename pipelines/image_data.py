@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,9 @@ def materialize(data: DatasetConfig, directory: Path) -> tuple[Path, str]:
     for split in SPLIT_KEYS:
         target = directory / split / EXAMPLES_FILE
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_suffix(".tmp")
+        # A name of this process's own: two runs converting at once never write one file; the rename is
+        # atomic, so ImportExampleGen (whose pattern names the final file only) never reads a partial one.
+        tmp = target.with_name(f".{EXAMPLES_FILE}.{os.getpid()}.tmp")
         # TensorFlow's GZIP writer leaves the header's time at 0, so equal examples give equal bytes.
         with tf.io.TFRecordWriter(str(tmp), options="GZIP") as writer:
             for record in split_records(arrays, split):

@@ -114,9 +114,9 @@ def build_cnn(cfg: CnnConfig) -> keras.Model:
 def build_augmenter(seed: int) -> keras.Sequential:
     """Random transformations applied to the training split only (never eval, test or serving).
 
-    Shifts (up to 15 % of a side), rotations (up to 0.08 of a half turn, about 14 degrees) and zoom (up to
-    15 %) stand in for how a patient stands before the detector; contrast for the exposure differences
-    between X-ray units. No flips: anatomy is not left-right symmetric.
+    Shifts (up to 15 % of a side), rotations (up to 0.08 of a full turn, about 29 degrees, either way) and
+    zoom (up to 15 %) stand in for how a patient or probe is placed; contrast for the exposure differences
+    between devices. No flips: anatomy is not left-right symmetric.
     """
     return keras.Sequential(
         [

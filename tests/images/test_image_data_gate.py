@@ -114,7 +114,7 @@ def test_tfdv_image_statistics_catch_bytes_that_are_no_image(tmp_path, image_cfg
     schema = load_schema(f"{image_cfg.data.schema_dir}/schema.pbtxt")
     findings = findings_from_anomalies("train", tfdv.validate_statistics(stats, schema), schema)
     assert [f.column for f in findings] == ["image"]
-    assert "TensorFlow supported images: 0.99375 is lower than the threshold" in findings[0].found
+    assert "TensorFlow supported images: 0.993750 is lower than the threshold" in findings[0].found
     # A truncated PNG keeps its signature: TFDV's statistics pass it (the ImageGate is what catches it).
     rows = _with(clean, "train", 5, encoded=clean["train"][5][1][:120])["train"]
     with tf.io.TFRecordWriter(str(path)) as writer:
