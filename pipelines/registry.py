@@ -32,6 +32,7 @@ from components.registry_gate.core import OVERALL, CriterionResult, GatePolicy, 
 from components.serving_pusher.core import PushError, saved_model_digest
 from pipelines.errors import DxpipeError
 from pipelines.mlflow_mlmd import PipelineOutputs, split_digest
+from pipelines.mlflow_native import log_native_model
 from pipelines.mlflow_store import (
     TrackingConfig,
     check_model_name,
@@ -404,21 +405,30 @@ def register_in_session(
         tags = _version_tags(
             session, outputs, gate_policy, verdict, compared_with, digest, test_digest, candidate
         )
-        source = f"{client.get_run(session.run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
         failures = tuple(f.message for f in verdict.failures)
-        description = (
-            f"Gate passed ({len(verdict.results)} criteria)."
-            if verdict.passed
-            else "Gate FAILED: " + " | ".join(failures)
-        )
+        # The version is an MLflow Model (pyfunc over the same SavedModel bytes) logged as the run's
+        # LoggedModel, with its metrics, datasets, plots and the reviewer's report as its description.
+        with session.timed("native_model"):
+            native = log_native_model(
+                session,
+                outputs,
+                model_name=model_name,
+                verdict=verdict,
+                compared_with=compared_with,
+                candidate=candidate,
+                champion=None if baseline is None else baseline.get(OVERALL),
+                digest=digest,
+                test_digest=test_digest,
+            )
         # One call creates the version with its verdict: it is never visible un-gated.
         created = client.create_model_version(
             model_name,
-            source,
+            native.source,
             run_id=session.run_id,
             tags=tags,
-            description=description[:5000],
+            description=native.description,
             await_creation_for=60,
+            model_id=native.model_id,
         )
         number = str(created.version)
         aliases: tuple[str, ...] = ()
