@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
+import errno
+import fcntl
 import logging
+import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipelines import beam_patches
@@ -19,6 +24,73 @@ from pipelines.config import Config
 from pipelines.errors import DataGateError, DxpipeError
 
 METADATA_FILE = "metadata.sqlite"
+RUN_LOCK = ".dxpipe-run.lock"
+
+
+class WorkdirBusyError(DxpipeError):
+    """Another dxpipe run holds the working directory."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Serialises runs on one working directory: a second run is refused at once with a clear message.
+
+    Two runs on one workdir share ML Metadata, the pipeline root and the staging path; TFX does not
+    isolate them, so they are never run side by side. The kernel releases the flock if the holder dies.
+
+    Raises:
+        WorkdirBusyError: Another run holds the lock (names its pid and start time).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise WorkdirBusyError(
+                f"another dxpipe run is using the working directory {workdir} ({holder}); runs on one "
+                "working directory are serialised because they share ML Metadata and the pipeline root. "
+                "Wait for it to finish, or give this run its own --workdir."
+            ) from exc
+        try:
+            os.ftruncate(fd, 0)
+            started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            os.pwrite(fd, f"pid {os.getpid()}, started {started}".encode(), 0)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def new_run_id() -> str:
+    """A TFX pipeline run id no other run can have (timestamp for humans, random suffix for uniqueness)."""
+    return f"{dt.datetime.now().isoformat()}-{uuid.uuid4().hex[:8]}"
+
+
+def _own_run_id_runner(run_id: str):
+    """A LocalDagRunner whose pipeline run id is `run_id`, so this run can find its own outputs.
+
+    LocalDagRunner names each run by the current time and offers no way to learn the name; reading "the
+    most recent run" back from ML Metadata picks another run's outputs when two runs overlap. Binding the
+    runtime parameter first leaves LocalDagRunner's own substitution nothing to replace.
+    """
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+    from tfx.orchestration.portable import runtime_parameter_utils
+
+    class OwnRunIdRunner(LocalDagRunner):
+        def run_with_ir(self, pipeline, run_options=None):
+            runtime_parameter_utils.substitute_runtime_parameter(
+                pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
+            )
+            return super().run_with_ir(pipeline, run_options)
+
+    return OwnRunIdRunner()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +195,7 @@ def run_pipeline(
     enable_cache: bool = True,
     emit: Callable[[str], None] = lambda line: None,
     baseline_model_uri: str | None = None,
+    run_id: str | None = None,
 ) -> tuple[list[ComponentTiming], str]:
     """Runs the pipeline once with LocalDagRunner.
 
@@ -132,6 +205,8 @@ def run_pipeline(
         emit: Receives one progress line per component event.
         baseline_model_uri: The champion's Model artifact URI for the Evaluator's comparison; None
             compares against the latest blessed model.
+        run_id: The TFX pipeline run id to use (default: a new unique one); read this run's outputs
+            back with `collect_outputs(..., run_id=run_id)`.
 
     Returns:
         Per-component timings and the dataset digest.
@@ -139,8 +214,6 @@ def run_pipeline(
     Raises:
         DxpipeError: For bad data or configuration (the data gate's report among them).
     """
-    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-
     paths = Paths.for_config(cfg)
     paths.workdir.mkdir(parents=True, exist_ok=True)
     pipeline, digest = build(cfg, paths, enable_cache, baseline_model_uri)
@@ -150,7 +223,7 @@ def run_pipeline(
         beam_patches.memoized_dofn_introspection(),
         beam_patches.cached_option_views(),
     ):
-        LocalDagRunner().run(pipeline)
+        _own_run_id_runner(run_id or new_run_id()).run(pipeline)
     return timings, digest
 
 
@@ -204,8 +277,16 @@ def run_tracked(
     tracking_cfg = cfg.tracking_config()
     policy = cfg.gate_policy()
     paths = Paths.for_config(cfg)
-    tags = {"tfx.pipeline_name": cfg.pipeline_name, "tfx.pipeline_root": str(paths.pipeline_root)}
-    with tracking.pipeline_run(tracking_cfg, cfg.pipeline_name, flatten(cfg), tags) as run:
+    run_id = new_run_id()
+    tags = {
+        "tfx.pipeline_name": cfg.pipeline_name,
+        "tfx.pipeline_root": str(paths.pipeline_root),
+        "tfx.run_id": run_id,
+    }
+    with (
+        workdir_lock(paths.workdir),
+        tracking.pipeline_run(tracking_cfg, cfg.pipeline_name, flatten(cfg), tags) as run,
+    ):
         # Importing TFX takes long enough for the worker to open the run meanwhile.
         import pipelines.pipeline  # noqa: F401
 
@@ -217,14 +298,17 @@ def run_tracked(
             champion_uri = None
         try:
             timings, _ = run_pipeline(
-                cfg, enable_cache=enable_cache, emit=emit, baseline_model_uri=champion_uri
+                cfg, enable_cache=enable_cache, emit=emit, baseline_model_uri=champion_uri, run_id=run_id
             )
         except DataGateError:
             # The run ends FAILED either way; its statistics and anomalies are what a reader needs then.
             with contextlib.suppress(DxpipeError):
-                tracking.log_pipeline_outputs(run, collect_outputs(str(paths.metadata), cfg.pipeline_name))
+                tracking.log_pipeline_outputs(
+                    run, collect_outputs(str(paths.metadata), cfg.pipeline_name, run_id=run_id)
+                )
             raise
-        outputs = collect_outputs(str(paths.metadata), cfg.pipeline_name)
+        # This run's own outputs, by its own run id: never "the most recent run" of the pipeline.
+        outputs = collect_outputs(str(paths.metadata), cfg.pipeline_name, run_id=run_id)
         tracking.log_pipeline_outputs(run, outputs)
         version = None
         if outputs.model_uri:

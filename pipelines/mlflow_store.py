@@ -205,8 +205,43 @@ def client_for(cfg: TrackingConfig) -> MlflowClient:
     from mlflow import MlflowClient
 
     if cfg.is_embedded:
-        Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
+        return _embedded_client(cfg)
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)
+
+
+_STORES_READY: set[str] = set()
+STORE_LOCK = ".mlflow-store.lock"
+
+
+def _embedded_client(cfg: TrackingConfig) -> MlflowClient:
+    """A client of the embedded SQLite store, created (migrated) under a file lock the first time.
+
+    MLflow creates its tables when a client first opens a store; two processes doing that on a new
+    workdir race and one dies with `sqlite3.OperationalError: duplicate column name`. Whoever holds the
+    lock creates the tables; the others wait, then find them. Once per process and store.
+    """
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    if cfg.tracking_uri in _STORES_READY:
+        return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)
+    workdir = Path(cfg.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(workdir / STORE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while the schema is created (a second or so, first use only)
+        try:
+            with mlflow_errors(cfg, "opening the embedded MLflow store"):
+                client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)
+                # The registry store initialises the same schema on its first use.
+                client.search_registered_models(max_results=1)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    _STORES_READY.add(cfg.tracking_uri or "")
+    return client
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -22,6 +22,7 @@ an Importer of `champion_model_uri(...)`), rather than comparing with whatever t
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 from collections.abc import Mapping
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from pipelines.mlflow_tfma import Evaluation
+    from pipelines.promotion.evidence import Evidence
     from pipelines.tracking import Session, TrackedRun
 
 CANDIDATE = "candidate"
@@ -255,32 +257,31 @@ def _baseline_for(
     client: MlflowClient,
     name: str,
     champion: str | None,
+    champion_evidence: Evidence | None,
     outputs: PipelineOutputs,
     evaluation: Evaluation | None,
     test_digest: str | None,
 ) -> tuple[Mapping[str, Mapping[str, float]] | None, str]:
     if champion is None:
         return None, "none (no champion yet)"
-    version = get_version(client, name, champion)
-    champion_digest = version.tags.get(TAG_DIGEST)
+    if champion_evidence is None:
+        # The champion's tags are editable; without its verified evidence nothing stands for its scores.
+        return None, f"champion version {champion}: its evidence cannot be verified"
     baseline_dir = outputs.baseline_saved_model_dir
     if (
         evaluation is not None
         and evaluation.baseline
         and baseline_dir
-        and champion_digest
         and Path(baseline_dir, "saved_model.pb").is_file()
-        and saved_model_digest(baseline_dir) == champion_digest
+        and saved_model_digest(baseline_dir) == champion_evidence.model_digest
     ):
         return (
             evaluation.baseline,
             f"champion version {champion}, re-scored by the Evaluator on this test split",
         )
-    champion_split = version.tags.get(TAG_TEST_DIGEST)
-    recorded = recorded_metrics(version)
-    if test_digest and champion_split == test_digest and recorded:
+    if test_digest and champion_evidence.test_digest == test_digest:
         return (
-            {OVERALL: recorded},
+            champion_evidence.candidate,
             f"champion version {champion}, its recorded metrics on an identical test split ({test_digest})",
         )
     return None, f"champion version {champion}: not re-scored on this test split"
@@ -345,7 +346,17 @@ def register_in_session(
     evaluation: Evaluation | None,
     notes: tuple[str, ...],
 ) -> RegisteredVersion:
-    """The MLflow side of `register_and_gate` (runs where MLflow lives)."""
+    """The MLflow side of `register_and_gate` (runs where MLflow lives).
+
+    Under the model's promotion lock: the policy pinned at the model's first registration governs (a
+    config that differs is noted, not obeyed); the version is created with its verdict tags in one call;
+    its evidence is written once and its digest appended to the hash-chained promotion log.
+    """
+    from pipelines.promotion import journal
+    from pipelines.promotion.audit_log import LOG_NAME, PromotionLog
+    from pipelines.promotion.evidence import Evidence, load_verified, optional_digest, write_evidence
+    from pipelines.promotion.service import pinned_policy
+
     cfg = session.config
     saved_model = outputs.saved_model_dir
     if saved_model is None or not Path(saved_model, "saved_model.pb").is_file():
@@ -359,13 +370,32 @@ def register_in_session(
         raise RegistryError(str(exc)) from exc
     candidate = evaluation.candidate if evaluation is not None else {}
     test_digest = split_digest(outputs.examples_uri, cfg.test_split)
+    base = cfg.production_path(model_name)
+    log = PromotionLog(base / LOG_NAME)
 
     client = session.client
-    with session.timed("register"), mlflow_errors(cfg, f"registering a version of '{model_name}'"):
+    with (
+        session.timed("register"),
+        journal.promotion_lock(base),
+        mlflow_errors(cfg, f"registering a version of '{model_name}'"),
+    ):
+        records = log.records()
+        pinned = pinned_policy(_PinnedCtx(model_name, base), records)
+        four_eyes = cfg.four_eyes
+        if pinned is not None:
+            if pinned.digest != gate_policy.digest() or pinned.four_eyes != cfg.four_eyes:
+                notes = (
+                    *notes,
+                    f"the config's gate policy ({gate_policy.digest()}, four_eyes {cfg.four_eyes}) differs "
+                    f"from the one pinned for '{model_name}' at its first registration ({pinned.digest}, "
+                    f"four_eyes {pinned.four_eyes}); the pinned one applies.",
+                )
+            gate_policy, four_eyes = pinned.gate_policy(), pinned.four_eyes
         ensure_registered_model(client, model_name)
         champion = aliases_of(client, model_name).get(CHAMPION)
+        champion_evidence = None if champion is None else load_verified(base, champion, records).evidence
         baseline, compared_with = _baseline_for(
-            client, model_name, champion, outputs, evaluation, test_digest
+            client, model_name, champion, champion_evidence, outputs, evaluation, test_digest
         )
         verdict = evaluate_gate(
             gate_policy,
@@ -380,14 +410,15 @@ def register_in_session(
         # champion, it is the same registry version, not a new one. The champion itself re-run after its
         # approval is the champion, not a new candidate for reviewers to approve a second time.
         same = _identical_version(client, model_name, digest, gate_policy.digest(), compared_with)
-        if same is None and champion is not None:
-            current = get_version(client, model_name, champion)
-            if (
-                current.tags.get(TAG_DIGEST) == digest
-                and current.tags.get(TAG_GATE_POLICY) == gate_policy.digest()
-            ):
-                same = current
-        if same is not None:
+        if (
+            same is None
+            and champion is not None
+            and champion_evidence is not None
+            and champion_evidence.model_digest == digest
+            and champion_evidence.policy_digest == gate_policy.digest()
+        ):
+            same = get_version(client, model_name, champion)
+        if same is not None and load_verified(base, same.version, records).evidence is not None:
             session.set_tags(
                 {"registry.model": model_name, "registry.version": same.version, "registry.reused": "true"}
             )
@@ -431,12 +462,80 @@ def register_in_session(
             model_id=native.model_id,
         )
         number = str(created.version)
+        evidence = Evidence(
+            model=model_name,
+            version=number,
+            run_id=session.run_id,
+            tfx_run_id=outputs.tfx_run_id,
+            author=session.author,
+            author_authenticated=session.author_authenticated,
+            author_source=session.author_source,
+            model_digest=digest,
+            policy=gate_policy.to_dict(),
+            policy_digest=gate_policy.digest(),
+            four_eyes=four_eyes,
+            candidate={k: dict(v) for k, v in candidate.items()},
+            baseline=None if baseline is None else {k: dict(v) for k, v in baseline.items()},
+            champion=champion,
+            compared_with=compared_with,
+            blessed=outputs.blessed,
+            evaluation_uri=outputs.evaluation_uri,
+            evaluation_digest=optional_digest(outputs.evaluation_uri),
+            blessing_uri=outputs.blessing_uri,
+            blessing_digest=optional_digest(outputs.blessing_uri),
+            test_digest=test_digest,
+            passed=verdict.passed,
+            failures=tuple(f.criterion for f in verdict.failures),
+            display_tags=_display_tags(tags),
+            registered_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        )
+        evidence_digest = write_evidence(base, evidence)
+        log.append(
+            event="register",
+            model=model_name,
+            version=number,
+            reviewer=session.author,
+            reviewer_authenticated=session.author_authenticated,
+            source="pipeline",
+            author=session.author,
+            digest=digest,
+            gate="passed" if verdict.passed else "failed",
+            metrics=_finite(candidate.get(OVERALL, {})),
+            four_eyes=four_eyes,
+            policy_digest=gate_policy.digest(),
+            evidence_digest=evidence_digest,
+            reason=f"run {session.run_id}, TFX run {outputs.tfx_run_id}",
+        )
         aliases: tuple[str, ...] = ()
         if verdict.passed:
             client.set_registered_model_alias(model_name, CANDIDATE, number)
             aliases = (CANDIDATE,)
         session.set_tags({"registry.model": model_name, "registry.version": number})
     return RegisteredVersion(model_name, number, verdict, failures, aliases, digest, compared_with)
+
+
+@dataclasses.dataclass
+class _PinnedCtx:
+    """The two fields `pinned_policy` reads (registration has no promotion context)."""
+
+    model: str
+    base: Path
+
+
+def _finite(values: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+
+
+# The version tags that display the evidence; changing or deleting one is reported as tampering.
+_DISPLAY_KEYS = (TAG_GATE, TAG_GATE_FAILURES, TAG_GATE_POLICY, TAG_GATE_VERDICT, TAG_DIGEST, TAG_AUTHOR)
+
+
+def _display_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in tags.items()
+        if k in _DISPLAY_KEYS or k.startswith((TAG_GATE_FAIL_PREFIX, TAG_METRIC_PREFIX))
+    }
 
 
 def _identical_version(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DxpipeError
+from pipelines.identity import Identity, current_identity, normalise_name
 from pipelines.mlflow_store import DEFAULT_WORKDIR, TrackingConfig
 
 
@@ -59,11 +59,30 @@ def tracking_config(args: argparse.Namespace) -> TrackingConfig:
     return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v})
 
 
+def acting_identity(args: argparse.Namespace, cfg: TrackingConfig) -> Identity:
+    """Who runs this command, from the tracking store; `--reviewer`, if given, must be that person."""
+    identity = current_identity(cfg.resolved().tracking_uri)
+    claimed = getattr(args, "reviewer", None)
+    if claimed is not None and normalise_name(claimed) != identity.key:
+        kind = (
+            "authenticated by the MLflow server"
+            if identity.authenticated
+            else "the OS account running dxpipe"
+        )
+        raise DxpipeError(
+            f"--reviewer {claimed!r} is not you: you are {identity.name!r} ({kind}). Reviewers are "
+            "identified by the tracking store, not by a name typed on the command line; drop --reviewer, "
+            "or run the command as that person."
+        )
+    return identity
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     """Approves a version and promotes it to production."""
     from pipelines.promotion import approve
 
-    record = approve(tracking_config(args), args.model, args.version, args.reviewer, args.note, source="cli")
+    cfg = tracking_config(args)
+    record = approve(cfg, args.model, args.version, acting_identity(args, cfg), args.note, source="cli")
     previous = f" (replacing version {record.previous_champion})" if record.previous_champion else ""
     _out(
         f"approved '{record.model}' version {record.version}{previous} by {record.reviewer}: production now "
@@ -78,7 +97,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     """Restores the previous champion."""
     from pipelines.promotion import rollback
 
-    record = rollback(tracking_config(args), args.model, args.reviewer, args.note, source="cli")
+    cfg = tracking_config(args)
+    record = rollback(cfg, args.model, acting_identity(args, cfg), args.note, source="cli")
     _out(
         f"rolled back '{record.model}' from version {record.previous_champion} to version {record.version}: "
         f"production now serves it as version {record.production_version} (log entry {record.seq})."
@@ -88,30 +108,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    """Shows champion, candidate, gate verdicts and what is served; exit 1 when inconsistent."""
-    from pipelines.promotion import status
+    """Shows champion, candidate, re-derived verdicts and what is served; exit 1 when inconsistent."""
+    from pipelines.promotion.status import status, to_json
 
     report = status(tracking_config(args), args.model)
-    if args.json:
-        _out(json.dumps({**_jsonable(report), "consistent": report.consistent}, indent=2, sort_keys=True))
-    else:
-        _out(report.render())
+    _out(to_json(report) if args.json else report.render())
     return 0 if report.consistent else 1
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Reconciles a champion alias set in the MLflow UI (once, or every --watch seconds)."""
+    """Refuses a champion alias set outside dxpipe, repairs drift (once, or every --watch seconds)."""
     from pipelines.promotion import sync_ui_alias
 
     cfg = tracking_config(args)
@@ -174,7 +181,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", help="registered model name, e.g. wdbc")
     p.add_argument("version", help="registry version number")
     p.add_argument(
-        "--reviewer", required=True, help="your name; must differ from the run's author (four-eyes rule)"
+        "--reviewer",
+        help="optional check: fail unless this is who the tracking store says you are (the reviewer is "
+        "always that identity; it must differ from the run's author under the four-eyes rule)",
     )
     p.add_argument("--note", required=True, help="why this version may serve patients")
     _add_common(p)
@@ -182,7 +191,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("rollback", help="restore the previous champion in production")
     p.add_argument("model")
-    p.add_argument("--reviewer", required=True)
+    p.add_argument("--reviewer", help="optional check: fail unless this is who you are")
     p.add_argument("--note", required=True)
     _add_common(p)
     p.set_defaults(func=cmd_rollback)
@@ -194,7 +203,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser(
-        "sync", help="promote or refuse a champion alias set in the MLflow UI; repair drift"
+        "sync", help="refuse a champion alias set outside dxpipe, finish interrupted promotions, repair drift"
     )
     p.add_argument("model")
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="repeat every SECONDS")

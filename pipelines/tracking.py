@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import getpass
 import importlib.metadata
 import json
 import logging
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import DxpipeError
+from pipelines.identity import Identity, current_identity
 from pipelines.mlflow_mlmd import MetadataError, PipelineOutputs, collect_outputs, split_digest
 from pipelines.mlflow_store import (
     TrackingConfig,
@@ -91,6 +91,8 @@ class Session:
         marker: The open-run marker file.
         timings: Seconds spent in each MLflow step in this process.
         ended: Whether the run has been ended.
+        author_authenticated: Whether an MLflow server authenticated the author.
+        author_source: Where the author's name came from (see `pipelines.identity`).
     """
 
     config: TrackingConfig
@@ -101,6 +103,8 @@ class Session:
     marker: Path
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     ended: bool = False
+    author_authenticated: bool = False
+    author_source: str = ""
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -411,17 +415,20 @@ def open_session(
     experiment: str,
     params: Mapping[str, Any],
     tags: Mapping[str, Any],
-    author: str,
+    author: Identity,
     run_name: str | None,
 ) -> Session:
     """Creates the MLflow run and logs its parameters (runs where MLflow lives)."""
     started = time.perf_counter()
+    identity, author = author, author.name
     client = client_for(cfg)  # the first call imports MLflow: part of the cost, so timed
     with contextlib.suppress(OSError):
         reap_stale_runs(cfg)
     run_tags = {
         "mlflow.user": author,
         "dxpipe.author": author,
+        "dxpipe.author.source": identity.source,
+        "dxpipe.author.authenticated": str(identity.authenticated).lower(),
         "mlflow.source.name": "dxpipe",
         "mlflow.source.type": "JOB",
         "dxpipe.host": socket.gethostname(),
@@ -433,7 +440,14 @@ def open_session(
         experiment_id = _experiment_id(client, cfg, experiment)
         info = client.create_run(experiment_id, tags=run_tags, run_name=run_name).info
     session = Session(
-        cfg, client, info.run_id, experiment_id, author, _marker_dir(cfg) / f"{info.run_id}.json"
+        cfg,
+        client,
+        info.run_id,
+        experiment_id,
+        author,
+        _marker_dir(cfg) / f"{info.run_id}.json",
+        author_authenticated=identity.authenticated,
+        author_source=identity.source,
     )
     session.timings["open"] = time.perf_counter() - started
     try:
@@ -513,7 +527,7 @@ def pipeline_run(
     params: Mapping[str, Any],
     tags: Mapping[str, Any] | None = None,
     *,
-    author: str | None = None,
+    author: Identity | str | None = None,
     run_name: str | None = None,
 ) -> Iterator[TrackedRun]:
     """Opens one MLflow run for one pipeline run; ends it FINISHED, or FAILED on any exception.
@@ -526,8 +540,10 @@ def pipeline_run(
             versions (`env.*`) and the git commit (`git.*`) are added. The unflattened config is also
             logged as the artifact `config/params.json`, since MLflow params are truncated strings.
         tags: Extra run tags (e.g. the pipeline root).
-        author: Who runs the pipeline (default: the OS user). Recorded as `mlflow.user` and
-            `dxpipe.author`; the four-eyes rule refuses this person as reviewer.
+        author: Who runs the pipeline. By default who the tracking store says we are
+            (`pipelines.identity.current_identity`: the authenticated server user, or the OS account of
+            the embedded store); a plain string (API callers, tests) is recorded as unauthenticated.
+            Recorded with the version's evidence; the four-eyes rule refuses this person as reviewer.
         run_name: MLflow run name (default: MLflow's generated name).
 
     Yields:
@@ -539,8 +555,14 @@ def pipeline_run(
     """
     entered = time.perf_counter()
     cfg = cfg.resolved()
-    who = (author or getpass.getuser()).strip()
     _preflight(cfg)
+    if author is None:
+        identity = current_identity(cfg.tracking_uri)
+    elif isinstance(author, Identity):
+        identity = author
+    else:
+        identity = Identity(name=str(author).strip(), authenticated=False, source="caller")
+    who = identity.name
     if cfg.worker_process:
         from pipelines.mlflow_worker import Worker
 
@@ -552,14 +574,17 @@ def pipeline_run(
             experiment,
             dict(params),
             dict(tags or {}),
-            who,
+            identity,
             run_name,
         )
         run = TrackedRun(cfg, experiment, who, worker=worker, opening=opening)
     else:
         worker = None
         run = TrackedRun(
-            cfg, experiment, who, session=open_session(cfg, experiment, params, tags or {}, who, run_name)
+            cfg,
+            experiment,
+            who,
+            session=open_session(cfg, experiment, params, tags or {}, identity, run_name),
         )
     run.timings["open"] = time.perf_counter() - entered
     run_ended_cleanly = False

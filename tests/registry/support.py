@@ -8,6 +8,7 @@ from pathlib import Path
 from components.registry_gate.core import GatePolicy
 from components.serving_pusher.core import publish_version
 from pipelines import registry, tracking
+from pipelines.identity import Identity
 from pipelines.mlflow_mlmd import PipelineOutputs
 from pipelines.mlflow_store import TrackingConfig
 from pipelines.mlflow_tfma import Evaluation
@@ -90,3 +91,8 @@ def register(
     if push and outputs.blessed:
         publish_version(Path(outputs.model_uri) / "Format-Serving", cfg.resolved().staging_path(model_name))
     return version
+
+
+def who(name: str) -> Identity:
+    """A person acting through the Python API (the CLI asks the tracking store instead)."""
+    return Identity(name=name, authenticated=False, source="test")

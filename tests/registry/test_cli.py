@@ -15,7 +15,28 @@ from tests.registry.support import BAD, BETTER, GOOD, register
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+# Who runs the command. The embedded store's identity is the OS account; a second person on the same
+# machine is a second OS account, which a test cannot create, so `os_account` is replaced (the only double).
+ACTING = {"name": "root"}
+
+
+@pytest.fixture(autouse=True)
+def os_user(monkeypatch):
+    from pipelines import identity
+
+    monkeypatch.setattr(
+        identity, "os_account", lambda: identity.Identity(ACTING["name"], False, "os-account (test)")
+    )
+    yield ACTING
+    ACTING["name"] = "root"
+
+
+def run_cli(capsys, *argv: str, as_user: str | None = None) -> tuple[int, str, str]:
+    """Runs the CLI as `as_user` (default: the person named by --reviewer, else the current one)."""
+    if as_user is None and "--reviewer" in argv:
+        as_user = argv[argv.index("--reviewer") + 1]
+    if as_user is not None:
+        ACTING["name"] = as_user
     code = registry_cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
@@ -36,7 +57,7 @@ def test_approve_status_rollback_round_trip(cfg, fixtures, capsys):
     assert code == 0
     assert (
         out.strip()
-        == "approved 'wdbc' version 1 by bob: production now serves it as version 1 (log entry 1)."
+        == "approved 'wdbc' version 1 by bob: production now serves it as version 1 (log entry 2)."
     )
     register(cfg, fixtures, "better", BETTER, author="alice")
     code, out, _ = run_cli(
@@ -60,7 +81,13 @@ def test_approve_status_rollback_round_trip(cfg, fixtures, capsys):
     report = json.loads(out)
     assert code == 0 and report["consistent"] is True
     assert report["champion"] == "1" and report["production"]["version"] == 3
-    assert [r["event"] for r in report["recent"]] == ["approve", "approve", "rollback"]
+    assert [r["event"] for r in report["recent"]] == [
+        "register",
+        "approve",
+        "register",
+        "approve",
+        "rollback",
+    ]
 
 
 def test_approve_a_failed_version_exits_2_with_one_line(cfg, fixtures, capsys):
@@ -69,7 +96,10 @@ def test_approve_a_failed_version_exits_2_with_one_line(cfg, fixtures, capsys):
         capsys, "approve", "wdbc", "1", "--reviewer", "bob", "--note", "x", "--workdir", cfg.workdir
     )
     assert code == 2 and out == ""
-    assert_one_line_error(err, "'wdbc' version 1 failed the gate and can never become the served champion")
+    assert_one_line_error(
+        err,
+        "'wdbc' version 1 fails the gate re-derived from its evidence and can never become the served champion",
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,21 +160,54 @@ def test_sync_refusing_a_ui_alias_exits_2(cfg, fixtures, capsys):
     resolved = cfg.resolved()
     MlflowClient(tracking_uri=resolved.tracking_uri).set_registered_model_alias("wdbc", "champion", "1")
     code, out, _ = run_cli(capsys, "sync", "wdbc", "--workdir", cfg.workdir)
-    assert code == 2 and "was refused" in out and "failed the gate" in out
+    assert code == 2 and "was refused" in out and "fails the gate re-derived from its evidence" in out
 
 
-def test_missing_reviewer_is_an_argparse_error(capsys):
+def test_the_reviewer_is_who_runs_the_command_and_reviewer_must_match_it(cfg, fixtures, capsys):
+    register(cfg, fixtures, "good", GOOD, author="alice")
+    code, _, err = run_cli(
+        capsys,
+        "approve",
+        "wdbc",
+        "1",
+        "--reviewer",
+        "bob",
+        "--note",
+        "x",
+        "--workdir",
+        cfg.workdir,
+        as_user="alice",
+    )
+    assert code == 2
+    assert_one_line_error(err, "--reviewer 'bob' is not you: you are 'alice' (the OS account running dxpipe)")
+    code, _, err = run_cli(
+        capsys, "approve", "wdbc", "1", "--note", "x", "--workdir", cfg.workdir, as_user="alice"
+    )
+    assert code == 2
+    assert_one_line_error(err, "the reviewer 'alice' is the author of its run")
+    # A zero-width space or another case does not make the author a second person.
+    code, _, err = run_cli(
+        capsys, "approve", "wdbc", "1", "--note", "x", "--workdir", cfg.workdir, as_user="ALICE\u200b"
+    )
+    assert code == 2 and "is the author of its run" in err
+    code, out, _ = run_cli(
+        capsys, "approve", "wdbc", "1", "--note", "x", "--workdir", cfg.workdir, as_user="bob"
+    )
+    assert code == 0 and "by bob" in out
+
+
+def test_missing_note_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as exc:
-        registry_cli.main(["approve", "wdbc", "1", "--note", "x"])
+        registry_cli.main(["approve", "wdbc", "1"])
     assert exc.value.code == 2
-    assert "--reviewer" in capsys.readouterr().err
+    assert "--note" in capsys.readouterr().err
 
 
 def test_config_file_supplies_workdir_and_serving_root(cfg, fixtures, capsys):
     register(cfg, fixtures, "good", GOOD, author="alice")
     config = REPO / "pipelines" / "configs" / "default.yaml"
     code, out, _ = run_cli(capsys, "status", "wdbc", "--config", str(config), "--workdir", cfg.workdir)
-    assert code == 0 and f"(MLflow: sqlite:///{Path(cfg.workdir).resolve()}/mlflow.db)" in out
+    assert code == 0 and f"(MLflow: sqlite:///{Path(cfg.workdir).resolve()}/mlflow.db;" in out
 
 
 def test_ui_command_binds_loopback_over_the_embedded_store(cfg):

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from components.serving_pusher.core import list_versions, read_digest
 from pipelines import promotion, registry, registry_cli, tracking
 from pipelines.mlflow_store import TrackingConfig, TrackingError
-from tests.registry.support import BAD, BETTER, GOOD, outputs_for, register
+from tests.registry.support import BAD, BETTER, GOOD, outputs_for, register, who
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 
@@ -142,30 +142,30 @@ def test_register_gate_approve_rollback_over_http(server, http_cfg, fixtures):
     bad = register(cfg, fixtures, "bad", BAD, author="alice", blessed=False)
     assert http.get_model_version("wdbc", bad.version).tags["gate"] == "failed"
     with pytest.raises(
-        promotion.GateFailedError, match=r"failed the gate and can never become the served champion"
+        promotion.GateFailedError, match=r"fails the gate re-derived from its evidence and can never become"
     ):
-        promotion.approve(cfg, "wdbc", bad.version, "bob", "")
+        promotion.approve(cfg, "wdbc", bad.version, who("bob"), "")
 
-    promotion.approve(cfg, "wdbc", first.version, "bob", "first")
+    promotion.approve(cfg, "wdbc", first.version, who("bob"), "first")
     # Not pushed to staging: approval must download the SavedModel through the server.
     better = register(cfg, fixtures, "better", BETTER, author="alice", push=False)
     assert better.passed, better.failures
     assert not cfg.resolved().staging_path("wdbc").exists()  # nothing was pushed: approval must download
-    record = promotion.approve(cfg, "wdbc", better.version, "carol", "better")
+    record = promotion.approve(cfg, "wdbc", better.version, who("carol"), "better")
     assert record.production_version == 2
     assert served(cfg) == http.get_model_version("wdbc", better.version).tags["model.digest"]
 
     # A champion alias set on the failed version "in the UI" (through the REST API) is refused.
     http.set_model_version_tag("wdbc", bad.version, "approval.reviewer", "dave")
     http.set_registered_model_alias("wdbc", "champion", bad.version)
-    assert promotion.sync_ui_alias(cfg, "wdbc").action == "refused"
+    assert promotion.sync_ui_alias(cfg, "wdbc", who("ops")).action == "refused"
     assert registry.aliases_of(http, "wdbc")["champion"] == better.version
 
-    rolled = promotion.rollback(cfg, "wdbc", "dave", "site B")
+    rolled = promotion.rollback(cfg, "wdbc", who("dave"), "site B")
     assert (rolled.version, rolled.production_version) == (first.version, 3)
     report = promotion.status(cfg, "wdbc")
     assert report.consistent and report.champion == first.version and report.production.version == 3
-    assert [r.event for r in report.recent] == ["refuse", "approve", "approve", "refuse", "rollback"]
+    assert [r.event for r in report.recent] == ["approve", "register", "approve", "refuse", "rollback"]
 
 
 def registry_policy():
@@ -180,7 +180,7 @@ def test_server_killed_mid_run_gives_clear_errors_and_leaves_everything_consiste
     cfg = http_cfg
     # Its own registered model, so the state left by the test above does not matter.
     champion = register(cfg, fixtures, "good", GOOD, author="alice", model_name="heart")
-    promotion.approve(cfg, "heart", champion.version, "bob", "")
+    promotion.approve(cfg, "heart", champion.version, who("bob"), "")
     log_path = cfg.resolved().production_path("heart") / "promotion_log.jsonl"
     log_before = log_path.read_text()
     digest_before = served(cfg, "heart")
@@ -212,7 +212,7 @@ def test_server_killed_mid_run_gives_clear_errors_and_leaves_everything_consiste
     assert marker["pending_status"] == "FAILED"
 
     with pytest.raises(TrackingError, match=rf"MLflow at {server.url} is unreachable while reading 'heart'"):
-        promotion.approve(cfg, "heart", champion.version, "carol", "")
+        promotion.approve(cfg, "heart", champion.version, who("carol"), "")
     code = registry_cli.main(["status", "heart", "--tracking-uri", server.url, "--workdir", cfg.workdir])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("dxpipe: error: MLflow at") and err.count("\n") == 1
@@ -241,7 +241,7 @@ def test_dxpipe_ui_shows_run_plots_version_verdict_and_approval(cfg, fixtures, t
     with tracking.pipeline_run(cfg, "dxpipe-wdbc", {}, author="alice") as run:
         tracking.log_pipeline_outputs(run, outputs)
         version = registry.register_and_gate(run, outputs, registry_policy(), model_name="wdbc")
-    promotion.approve(cfg, "wdbc", version.version, "bob", "reviewed ROC and slices")
+    promotion.approve(cfg, "wdbc", version.version, who("bob"), "reviewed ROC and slices")
 
     port = _free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
