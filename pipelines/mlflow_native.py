@@ -39,6 +39,8 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 # The value MLflow's UI reads as "machine learning (custom model development)", not GenAI.
 EXPERIMENT_KIND = "custom_model_development"
 CONTEXT_TAG = "mlflow.data.context"
+# Where versions registered before they were MLflow Models kept their bare SavedModel (run artifacts).
+LEGACY_ARTIFACT_PATH = "model"
 PLOTS = ("roc", "precision_recall", "calibration", "confusion_matrix")
 
 
@@ -270,3 +272,44 @@ def _copy_run_plots(session: Session, dest: Path) -> list[str]:
             for name in found:
                 (dest / f"{name}.png").write_bytes((local / f"{name}.png").read_bytes())
     return found
+
+
+def download_saved_model(client: Any, source: str, run_id: str | None, scratch: Path) -> Path:
+    """Downloads the SavedModel a registry version points at (to be digest-checked by the caller).
+
+    A version registered as an MLflow Model has the SavedModel where its `MLmodel`'s pyfunc flavor says
+    (`data/Format-Serving`): the bytes `mlflow.pyfunc.load_model` loads are the bytes that are served.
+    A version registered before that (a bare SavedModel in the run's `model/` artifacts) is downloaded
+    from there.
+
+    Args:
+        client: An MlflowClient of the registry's tracking store.
+        source: The version's source.
+        run_id: The version's run.
+        scratch: An empty local directory.
+
+    Raises:
+        MlflowException: If MLflow cannot provide the artifacts.
+    """
+    import mlflow.artifacts
+    import yaml
+
+    tracking_uri = client._tracking_client.tracking_uri
+    try:
+        mlmodel = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{source.rstrip('/')}/MLmodel",
+            dst_path=str(scratch / "mlmodel"),
+            tracking_uri=tracking_uri,
+        )
+    except Exception:
+        if run_id is None:
+            raise
+        return Path(client.download_artifacts(run_id, LEGACY_ARTIFACT_PATH, str(scratch)))
+    data = yaml.safe_load(Path(mlmodel).read_text())["flavors"]["python_function"]["data"]
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{source.rstrip('/')}/{data}",
+            dst_path=str(scratch / "model"),
+            tracking_uri=tracking_uri,
+        )
+    )

@@ -1,7 +1,8 @@
 """Registers each trained model as a version in the MLflow model registry and applies the gate.
 
-One registered model per dataset and model (`wdbc`, `heart`, ...). A version carries the SavedModel (as
-the run's `model/` artifacts), its overall test metrics, its TFX lineage and the gate verdict, all as
+One registered model per dataset and model (`wdbc`, `heart`, ...). A version is an MLflow Model (the
+run's LoggedModel: a pyfunc flavor over the SavedModel's unchanged bytes, see `pipelines.mlflow_native`),
+with its overall test metrics, its TFX lineage and the gate verdict, all as
 tags set *in the same call that creates the version*: a version is never visible half-gated. A version
 that fails gets `gate=failed` and one `gate.fail.<criterion>` tag per failed criterion and no alias; one
 that passes gets `gate=passed` and the alias `candidate`. Promotion to `champion` is a reviewer's act
@@ -70,7 +71,6 @@ TAG_TFX_MODEL_URI = "tfx.model_uri"
 TAG_TFX_ROOT = "tfx.pipeline_root"
 TAG_MLMD_EXECUTIONS = "mlmd.execution_ids"
 TAG_STAGING_VERSION = "serving.staging_version"
-MODEL_ARTIFACT_PATH = "model"
 
 
 class RegistryError(DxpipeError):
@@ -424,8 +424,6 @@ def register_in_session(
             )
             return dataclasses.replace(_registered_from_tags(same), reused=True)
 
-        with session.timed("model_upload"):
-            client.log_artifacts(session.run_id, saved_model, MODEL_ARTIFACT_PATH)
         client.log_dict(
             session.run_id,
             {**verdict.to_dict(), "policy": gate_policy.to_dict(), "compared_with": compared_with},

@@ -39,6 +39,7 @@ from components.serving_pusher.core import (
     saved_model_digest,
 )
 from pipelines.identity import Identity, current_identity
+from pipelines.mlflow_native import download_saved_model
 from pipelines.mlflow_store import (
     TrackingConfig,
     check_model_name,
@@ -81,7 +82,6 @@ from pipelines.promotion.policy import (
 from pipelines.redact import redact_uri
 from pipelines.registry import (
     CHAMPION,
-    MODEL_ARTIFACT_PATH,
     RegistryError,
     VersionView,
     aliases_of,
@@ -236,13 +236,13 @@ def materialize(ctx: Context, mv: VersionView, expected: str, scratch: Path) -> 
             candidate = base / str(number)
             if read_digest(candidate) == expected and saved_model_digest(candidate) == expected:
                 return candidate
-    if not mv.run_id:
+    if not mv.run_id and not mv.source:
         raise ModelUnavailableError(
-            f"'{ctx.model}' version {mv.version} has no run to download its SavedModel from."
+            f"'{ctx.model}' version {mv.version} has no source to download its SavedModel from."
         )
     with mlflow_errors(ctx.cfg, f"downloading the SavedModel of '{ctx.model}' version {mv.version}"):
         try:
-            local = Path(ctx.client.download_artifacts(mv.run_id, MODEL_ARTIFACT_PATH, str(scratch)))
+            local = download_saved_model(ctx.client, mv.source, mv.run_id, scratch)
         except Exception as exc:
             if is_unreachable(exc):
                 raise

@@ -477,7 +477,8 @@ def test_tampered_model_artifact_is_never_served(served_v1, fixtures):
     cfg = served_v1
     register(cfg, fixtures, "better", BETTER, author="alice", push=False)
     source = Path(client(cfg).get_model_version("wdbc", "2").source.removeprefix("file://"))
-    with (source / "saved_model.pb").open("ab") as handle:
+    # The bytes `mlflow.pyfunc.load_model` would load: the MLflow Model's SavedModel.
+    with (source / "data" / "Format-Serving" / "saved_model.pb").open("ab") as handle:
         handle.write(b"tampered")
     shutil.rmtree(cfg.resolved().staging_path("wdbc"))
     with pytest.raises(
