@@ -8,7 +8,7 @@ from the registration call site. It
 - logs the SavedModel as an MLflow Model (`mlflow_model.save_native_model`) in a `LoggedModel` linked to
   the run, with the test-split metrics (overall and per slice) on it, the plots and the reviewer's
   report as its artifacts;
-- returns the logged model's artifact location as the source for the registry version and its description
+- returns the `models:/<model_id>` source for the registry version and its description
   (`version_report.describe_version`).
 
 The registered digest stays the SavedModel's: the MLflow Model holds the same bytes (checked after the
@@ -17,19 +17,20 @@ copy) under `data/Format-Serving/`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.registry_gate.core import GateVerdict
 from pipelines.mlflow_mlmd import PipelineOutputs, split_digest
 from pipelines.mlflow_model import input_features, save_native_model
-from pipelines.mlflow_store import sanitize_key
+from pipelines.mlflow_store import is_unreachable, sanitize_key
 from pipelines.version_report import Evidence, describe_version, evidence_dict
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 # The value MLflow's UI reads as "machine learning (custom model development)", not GenAI.
 EXPERIMENT_KIND = "custom_model_development"
 CONTEXT_TAG = "mlflow.data.context"
-# Where versions registered before they were MLflow Models kept their bare SavedModel (run artifacts).
-LEGACY_ARTIFACT_PATH = "model"
 PLOTS = ("roc", "precision_recall", "calibration", "confusion_matrix")
 
 
@@ -50,7 +49,7 @@ class NativeModel:
 
     Attributes:
         model_id: The LoggedModel's id.
-        source: The registry version's source: the LoggedModel's artifact location.
+        source: The registry version's source, `models:/<model_id>` (MLflow 3's link to the LoggedModel).
         description: The reviewer's report (Markdown).
         datasets: Dataset name -> digest of each split logged as a run input.
     """
@@ -253,9 +252,7 @@ def log_native_model(
         raise
     return NativeModel(
         model_id=model.model_id,
-        # The artifact location itself, not `models:/<id>`: MLflow's SQL registry resolves a models:/ source
-        # through the process-global tracking URI, not this client's, and would look in the wrong store.
-        source=model.artifact_location,
+        source=f"models:/{model.model_id}",
         description=description,
         datasets={f"{model_name}/{split}": hexdigest[:32] for split, (_, hexdigest) in sizes.items()},
     )
@@ -274,18 +271,17 @@ def _copy_run_plots(session: Session, dest: Path) -> list[str]:
     return found
 
 
-def download_saved_model(client: Any, source: str, run_id: str | None, scratch: Path) -> Path:
+def download_saved_model(client: Any, name: str, version: str, scratch: Path) -> Path:
     """Downloads the SavedModel a registry version points at (to be digest-checked by the caller).
 
     A version registered as an MLflow Model has the SavedModel where its `MLmodel`'s pyfunc flavor says
     (`data/Format-Serving`): the bytes `mlflow.pyfunc.load_model` loads are the bytes that are served.
-    A version registered before that (a bare SavedModel in the run's `model/` artifacts) is downloaded
-    from there.
+    A version registered before that is a bare SavedModel (the run's `model/` artifacts).
 
     Args:
-        client: An MlflowClient of the registry's tracking store.
-        source: The version's source.
-        run_id: The version's run.
+        client: An MlflowClient of the registry's store.
+        name: Registered model name.
+        version: Version number.
         scratch: An empty local directory.
 
     Raises:
@@ -295,21 +291,34 @@ def download_saved_model(client: Any, source: str, run_id: str | None, scratch: 
     import yaml
 
     tracking_uri = client._tracking_client.tracking_uri
+    location = client.get_model_version_download_uri(name, version).rstrip("/")
     try:
         mlmodel = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{source.rstrip('/')}/MLmodel",
-            dst_path=str(scratch / "mlmodel"),
-            tracking_uri=tracking_uri,
+            artifact_uri=f"{location}/MLmodel", dst_path=str(scratch / "mlmodel"), tracking_uri=tracking_uri
         )
-    except Exception:
-        if run_id is None:
+    except Exception as exc:
+        if is_unreachable(exc):
             raise
-        return Path(client.download_artifacts(run_id, LEGACY_ARTIFACT_PATH, str(scratch)))
-    data = yaml.safe_load(Path(mlmodel).read_text())["flavors"]["python_function"]["data"]
+        data = ""  # no MLmodel: a bare SavedModel
+    else:
+        data = "/" + yaml.safe_load(Path(mlmodel).read_text())["flavors"]["python_function"]["data"]
     return Path(
         mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{source.rstrip('/')}/{data}",
-            dst_path=str(scratch / "model"),
-            tracking_uri=tracking_uri,
+            artifact_uri=f"{location}{data}", dst_path=str(scratch / "model"), tracking_uri=tracking_uri
         )
     )
+
+
+@contextlib.contextmanager
+def registry_resolves_models_uris(client: Any) -> Iterator[None]:
+    """Lets MLflow's SQL registry resolve a `models:/<model_id>` source in this client's store.
+
+    MLflow's SqlAlchemy registry looks the LoggedModel up with a default `MlflowClient()`, i.e. through
+    the process-global tracking URI (its own TODO says so), not the creating client's store; with
+    another global URI, registering fails with "Logged model ... not found". The global URI is set to
+    this client's for the one call and restored after (MLflow's own scoped setter).
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(client._tracking_client.tracking_uri):
+        yield

@@ -34,7 +34,7 @@ from components.registry_gate.core import OVERALL, CriterionResult, GatePolicy, 
 from components.serving_pusher.core import PushError, saved_model_digest
 from pipelines.errors import DxpipeError
 from pipelines.mlflow_mlmd import PipelineOutputs, split_digest
-from pipelines.mlflow_native import log_native_model
+from pipelines.mlflow_native import log_native_model, registry_resolves_models_uris
 from pipelines.mlflow_store import (
     TrackingConfig,
     check_model_name,
@@ -450,15 +450,16 @@ def register_in_session(
                 test_digest=test_digest,
             )
         # One call creates the version with its verdict: it is never visible un-gated.
-        created = client.create_model_version(
-            model_name,
-            native.source,
-            run_id=session.run_id,
-            tags=tags,
-            description=native.description,
-            await_creation_for=60,
-            model_id=native.model_id,
-        )
+        with registry_resolves_models_uris(client):
+            created = client.create_model_version(
+                model_name,
+                native.source,
+                run_id=session.run_id,
+                tags=tags,
+                description=native.description,
+                await_creation_for=60,
+                model_id=native.model_id,
+            )
         number = str(created.version)
         evidence = Evidence(
             model=model_name,

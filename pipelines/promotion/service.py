@@ -236,13 +236,9 @@ def materialize(ctx: Context, mv: VersionView, expected: str, scratch: Path) -> 
             candidate = base / str(number)
             if read_digest(candidate) == expected and saved_model_digest(candidate) == expected:
                 return candidate
-    if not mv.run_id and not mv.source:
-        raise ModelUnavailableError(
-            f"'{ctx.model}' version {mv.version} has no source to download its SavedModel from."
-        )
     with mlflow_errors(ctx.cfg, f"downloading the SavedModel of '{ctx.model}' version {mv.version}"):
         try:
-            local = download_saved_model(ctx.client, mv.source, mv.run_id, scratch)
+            local = download_saved_model(ctx.client, ctx.model, mv.version, scratch)
         except Exception as exc:
             if is_unreachable(exc):
                 raise
