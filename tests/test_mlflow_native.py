@@ -50,7 +50,7 @@ def test_signature_lists_every_schema_feature_with_its_type():
     inputs = {c.name: c for c in signature.inputs.inputs}
     schema = load_schema(str(HEART_SCHEMA))
     assert list(inputs) == [f.name for f in schema.feature if f.name != LABEL]
-    assert str(inputs["age"].type) == "double" and str(inputs["sex"].type) == "string"
+    assert inputs["age"].type.name == "double" and inputs["sex"].type.name == "string"
     assert [c.name for c in signature.outputs.inputs] == ["probability", "predicted_label"]
 
 
