@@ -327,24 +327,16 @@ def test_reviewer_sees_inputs_metrics_report_and_plots_in_a_browser(ui, run, cli
 
 @pytest.fixture(scope="module")
 def approved(registered, workdir):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(
-            [
-                "approve",
-                MODEL,
-                "1",
-                "--reviewer",
-                "dr-second",
-                "--note",
-                "AUC on the test split",
-                "--workdir",
-                str(workdir),
-            ]
-        )
-    assert code == 0, out.getvalue()
-    assert getpass.getuser() != "dr-second"
-    return out.getvalue()
+    """A second person approves version 1 through the Python API (the CLI would take the OS account)."""
+    from pipelines.identity import Identity
+    from pipelines.mlflow_store import TrackingConfig
+    from pipelines.promotion import approve
+
+    reviewer = Identity(name="dr-second", authenticated=False, source="test")
+    assert reviewer.name != getpass.getuser()
+    record = approve(TrackingConfig(workdir=str(workdir)), MODEL, "1", reviewer, "AUC on the test split")
+    assert list_versions(workdir / "serving" / MODEL) == [1]
+    return record
 
 
 def test_champion_loads_as_pyfunc_and_predicts_what_production_serves(
@@ -359,7 +351,14 @@ def test_champion_loads_as_pyfunc_and_predicts_what_production_serves(
 
 def test_mlflow_models_serve_answers_a_request(approved, tracking_uri, workdir, test_rows, tmp_path):
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # `mlflow models serve` execs `uvicorn` by name: the environment's scripts must be on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {
+        **os.environ,
+        "PATH": path,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
     argv = [
         sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion",
         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1",
