@@ -1,7 +1,8 @@
 """Registers each trained model as a version in the MLflow model registry and applies the gate.
 
-One registered model per dataset and model (`wdbc`, `heart`, ...). A version carries the SavedModel (as
-the run's `model/` artifacts), its overall test metrics, its TFX lineage and the gate verdict, all as
+One registered model per dataset and model (`wdbc`, `heart`, ...). A version is an MLflow Model (the
+run's LoggedModel: a pyfunc flavor over the SavedModel's unchanged bytes, see `pipelines.mlflow_native`),
+with its overall test metrics, its TFX lineage and the gate verdict, all as
 tags set *in the same call that creates the version*: a version is never visible half-gated. A version
 that fails gets `gate=failed` and one `gate.fail.<criterion>` tag per failed criterion and no alias; one
 that passes gets `gate=passed` and the alias `candidate`. Promotion to `champion` is a reviewer's act
@@ -33,6 +34,7 @@ from components.registry_gate.core import OVERALL, CriterionResult, GatePolicy, 
 from components.serving_pusher.core import PushError, saved_model_digest
 from pipelines.errors import DxpipeError
 from pipelines.mlflow_mlmd import PipelineOutputs, split_digest
+from pipelines.mlflow_native import log_native_model, registry_resolves_models_uris
 from pipelines.mlflow_store import (
     TrackingConfig,
     check_model_name,
@@ -69,7 +71,6 @@ TAG_TFX_MODEL_URI = "tfx.model_uri"
 TAG_TFX_ROOT = "tfx.pipeline_root"
 TAG_MLMD_EXECUTIONS = "mlmd.execution_ids"
 TAG_STAGING_VERSION = "serving.staging_version"
-MODEL_ARTIFACT_PATH = "model"
 
 
 class RegistryError(DxpipeError):
@@ -423,8 +424,6 @@ def register_in_session(
             )
             return dataclasses.replace(_registered_from_tags(same), reused=True)
 
-        with session.timed("model_upload"):
-            client.log_artifacts(session.run_id, saved_model, MODEL_ARTIFACT_PATH)
         client.log_dict(
             session.run_id,
             {**verdict.to_dict(), "policy": gate_policy.to_dict(), "compared_with": compared_with},
@@ -435,22 +434,32 @@ def register_in_session(
         tags = _version_tags(
             session, outputs, gate_policy, verdict, compared_with, digest, test_digest, candidate
         )
-        source = f"{client.get_run(session.run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
         failures = tuple(f.message for f in verdict.failures)
-        description = (
-            f"Gate passed ({len(verdict.results)} criteria)."
-            if verdict.passed
-            else "Gate FAILED: " + " | ".join(failures)
-        )
+        # The version is an MLflow Model (pyfunc over the same SavedModel bytes) logged as the run's
+        # LoggedModel, with its metrics, datasets, plots and the reviewer's report as its description.
+        with session.timed("native_model"):
+            native = log_native_model(
+                session,
+                outputs,
+                model_name=model_name,
+                verdict=verdict,
+                compared_with=compared_with,
+                candidate=candidate,
+                champion=None if baseline is None else baseline.get(OVERALL),
+                digest=digest,
+                test_digest=test_digest,
+            )
         # One call creates the version with its verdict: it is never visible un-gated.
-        created = client.create_model_version(
-            model_name,
-            source,
-            run_id=session.run_id,
-            tags=tags,
-            description=description[:5000],
-            await_creation_for=60,
-        )
+        with registry_resolves_models_uris(client):
+            created = client.create_model_version(
+                model_name,
+                native.source,
+                run_id=session.run_id,
+                tags=tags,
+                description=native.description,
+                await_creation_for=60,
+                model_id=native.model_id,
+            )
         number = str(created.version)
         evidence = Evidence(
             model=model_name,

@@ -476,6 +476,10 @@ def _prewarm() -> None:
         from google.protobuf.message import DecodeError  # noqa: F401
         from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2  # noqa: F401
 
+        from pipelines.mlflow_native import prewarm
+
+        prewarm()
+
 
 def end_session(session: Session, status: str, tags: Mapping[str, str]) -> tuple[bool, dict[str, float]]:
     """Ends the run; on failure records the pending status in the marker.

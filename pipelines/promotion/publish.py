@@ -26,6 +26,7 @@ from components.serving_pusher.core import (
     saved_model_digest,
 )
 from pipelines.identity import Identity
+from pipelines.mlflow_native import download_saved_model
 from pipelines.mlflow_store import (
     TrackingConfig,
     is_unreachable,
@@ -52,7 +53,6 @@ from pipelines.promotion.policy import (
 )
 from pipelines.registry import (
     CHAMPION,
-    MODEL_ARTIFACT_PATH,
     VersionView,
 )
 
@@ -76,13 +76,9 @@ def materialize(ctx: Context, mv: VersionView, expected: str, scratch: Path) -> 
             candidate = base / str(number)
             if read_digest(candidate) == expected and saved_model_digest(candidate) == expected:
                 return candidate
-    if not mv.run_id:
-        raise ModelUnavailableError(
-            f"'{ctx.model}' version {mv.version} has no run to download its SavedModel from."
-        )
     with mlflow_errors(ctx.cfg, f"downloading the SavedModel of '{ctx.model}' version {mv.version}"):
         try:
-            local = Path(ctx.client.download_artifacts(mv.run_id, MODEL_ARTIFACT_PATH, str(scratch)))
+            local = download_saved_model(ctx.client, ctx.model, mv.version, scratch)
         except Exception as exc:
             if is_unreachable(exc):
                 raise

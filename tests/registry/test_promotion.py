@@ -490,8 +490,9 @@ def test_approve_after_staging_was_deleted_downloads_the_model_from_mlflow(cfg, 
 def test_tampered_model_artifact_is_never_served(served_v1, fixtures):
     cfg = served_v1
     register(cfg, fixtures, "better", BETTER, author="alice", push=False)
-    source = Path(client(cfg).get_model_version("wdbc", "2").source.removeprefix("file://"))
-    with (source / "saved_model.pb").open("ab") as handle:
+    source = Path(client(cfg).get_model_version_download_uri("wdbc", "2").removeprefix("file://"))
+    # The bytes `mlflow.pyfunc.load_model` would load: the MLflow Model's SavedModel.
+    with (source / "data" / "Format-Serving" / "saved_model.pb").open("ab") as handle:
         handle.write(b"tampered")
     shutil.rmtree(cfg.resolved().staging_path("wdbc"))
     with pytest.raises(
@@ -504,7 +505,7 @@ def test_tampered_model_artifact_is_never_served(served_v1, fixtures):
 def test_missing_model_artifact_everywhere_is_a_clear_error(served_v1, fixtures):
     cfg = served_v1
     register(cfg, fixtures, "better", BETTER, author="alice", push=False)
-    shutil.rmtree(Path(client(cfg).get_model_version("wdbc", "2").source.removeprefix("file://")))
+    shutil.rmtree(Path(client(cfg).get_model_version_download_uri("wdbc", "2").removeprefix("file://")))
     with pytest.raises(
         ModelUnavailableError, match=r"is not in staging or production and could not be downloaded"
     ):

@@ -40,9 +40,10 @@ def test_passing_version_gets_candidate_and_carries_model_metrics_lineage(cfg, f
     assert tags["tfx.run_id"] == "run-good" and tags["tfx.model_uri"] == fixtures["model_good"]
     assert json.loads(tags["mlmd.execution_ids"]) == {"Evaluator": 9, "Trainer": 7}
     assert json.loads(tags["gate.verdict"])["passed"] is True
-    # The SavedModel travels with the version.
-    source = Path(mv.source.removeprefix("file://"))
-    assert saved_model_digest(source) == tags["model.digest"]
+    # The SavedModel travels with the version, inside its MLflow Model (the run's LoggedModel).
+    assert mv.source.startswith("models:/m-")
+    location = Path(client(cfg).get_model_version_download_uri("wdbc", "1").removeprefix("file://"))
+    assert saved_model_digest(location / "data" / "Format-Serving") == tags["model.digest"]
     run = client(cfg).get_run(mv.run_id)
     assert run.data.tags["gate"] == "passed" and run.data.tags["registry.version"] == "1"
 
