@@ -51,8 +51,8 @@ def DataGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     schema: InputArtifact[standard_artifacts.Schema],
     source: Parameter[str],
-    data_dir: Parameter[str],
-    checks: Parameter[str],
+    data_dir: Parameter[str] = "",
+    checks: Parameter[str] = "{}",
 ) -> None:
     """Fails the run with a readable report when the data breaks the schema or the guards.
 
@@ -60,7 +60,8 @@ def DataGate(
         anomalies: ExampleValidator output.
         schema: The curated schema (ImportSchemaGen output).
         source: The user-facing name of the data (file path), for the report.
-        data_dir: The ExampleGen input base: one directory per split and `rows.json`.
+        data_dir: The ExampleGen input base: one directory per split and `rows.json`. Empty for data
+            without CSV rows (images, which the ImageGate checks): only TFDV's findings are reported.
         checks: The guards' settings (`DataChecksConfig` as JSON); part of this component's cache key.
     """
     schema_proto = load_schema(os.path.join(schema.uri, "schema.pbtxt"))
@@ -71,6 +72,9 @@ def DataGate(
         proto = anomalies_pb2.Anomalies()
         proto.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
         tfdv_findings.extend(core.findings_from_anomalies(split, proto, schema_proto))
+    if not data_dir:
+        core.enforce(core.combine(tfdv_findings, [], []), source)
+        return
     header, splits, groups = read_splits(data_dir)
     limit = settings.get("report_rows", 20)
     row_findings = rows.check_rows(header, splits, schema_proto, limit)

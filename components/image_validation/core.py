@@ -103,5 +103,5 @@ def check_split(split: str, facts: list[ImageFacts], contract: ImageContract) ->
     findings = []
     for (kind, detail), examples in sorted(problems.items()):
         found = f"{detail} in {len(examples)} of {len(facts)} examples ({_ids(examples)})"
-        findings.append(Finding(split, COLUMN, contract.describe(), found, fixes[kind]))
+        findings.append(Finding(COLUMN, (split,), contract.describe(), found, fixes[kind]))
     return findings

@@ -56,20 +56,20 @@ def _states(tmp_path, cfg):
         (
             "truncated-png",
             "train",
-            r"\[train\] column 'image'.*PNG.* in 1 of 160 examples \(train-00005\).*replace the corrupt",
+            r"column 'image' \[train\].*PNG.* in 1 of 160 examples \(train-00005\).*replace the corrupt",
         ),
         (
             "wrong-size",
             "eval",
-            r"\[eval\] column 'image'.*32x32 pixels in 1 of 40 examples \(val-00005\).*resample",
+            r"column 'image' \[eval\].*32x32 pixels in 1 of 40 examples \(val-00005\).*resample",
         ),
         (
             "rgb",
             "test",
-            r"\[test\] column 'image'.*3 channel\(s\) in 1 of 40 examples \(test-00005\).*convert",
+            r"column 'image' \[test\].*3 channel\(s\) in 1 of 40 examples \(test-00005\).*convert",
         ),
-        ("jpeg", "train", r"\[train\] column 'image'.*JPEG in 1 of 160 examples \(train-00005\).*re-encode"),
-        ("label-2", "train", r"\[train\] column 'label'.*int, between 0 and 1.*labels must be 0 or 1"),
+        ("jpeg", "train", r"column 'image' \[train\].*JPEG in 1 of 160 examples \(train-00005\).*re-encode"),
+        ("label-2", "train", r"column 'label' \[train\].*int, between 0 and 1.*labels must be 0 or 1"),
     ],
 )
 def test_a_bad_image_stops_the_run_at_the_data_gate(

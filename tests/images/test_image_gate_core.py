@@ -48,7 +48,7 @@ def test_each_problem_names_the_examples_and_the_fix(bad, found, fix):
     assert found in finding.found
     assert fix in finding.fix
     with pytest.raises(
-        DataGateError, match=r"(?s)1 problem\(s\) in pneumoniamnist\.npz.*\[train\] column 'image'"
+        DataGateError, match=r"(?s)1 problem\(s\) in pneumoniamnist\.npz.*column 'image' \[train\]"
     ):
         enforce(findings, "pneumoniamnist.npz")
 
