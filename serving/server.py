@@ -318,16 +318,22 @@ def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     Raises:
         ServingError: A file cannot be read or the key does not match the certificate.
     """
+    for flag, path in (("--ssl_certfile", certfile), ("--ssl_keyfile", keyfile)):
+        if not os.path.isfile(path):
+            # ssl's own error does not say which file is missing
+            raise ServingError(f"Cannot read {flag} {path}: no such file.")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(certfile, keyfile)
-    except FileNotFoundError as exc:
-        raise ServingError(f"Cannot read {exc.filename}: {exc.strerror}.") from None
-    except ssl.SSLError as exc:
+    except ssl.SSLError as exc:  # before OSError, of which it is a subclass
         raise ServingError(
             f"--ssl_certfile {certfile} / --ssl_keyfile {keyfile} cannot be used: {exc.reason or exc}; "
             "give the PEM certificate chain and its matching private key."
+        ) from None
+    except OSError as exc:
+        raise ServingError(
+            f"Cannot read --ssl_certfile {certfile} / --ssl_keyfile {keyfile}: {exc.strerror}."
         ) from None
     return context
 

@@ -265,3 +265,21 @@ def test_blank_csv_cells_are_missing_values_with_or_without_a_contract(server, t
     assert prediction == ServingClient(server.url).predict(model, [explicit])[0]
     client = ServingClient(server.url)
     assert client.carries_input_contract(model) is (model == "clinic")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--auth_token_file=/nope.json"], "Cannot read --auth_token_file /nope.json"),
+        (["--auth_public=status"], "--auth_public needs --auth_token_file"),
+        (["--ssl_certfile=/nope.pem"], "--ssl_certfile and --ssl_keyfile go together"),
+        (
+            ["--ssl_certfile=/nope.pem", "--ssl_keyfile=/nope.key"],
+            "Cannot read --ssl_certfile /nope.pem: no such file",
+        ),
+    ],
+)
+def test_serve_security_flag_errors_are_one_line(capsys, tmp_path, flags, message):
+    code, out, err = run_cli(capsys, "serve", f"--model_base_path={tmp_path}", *flags)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1  # `dxpipe` adds its prefix
