@@ -18,6 +18,7 @@ import tensorflow as tf
 from models.features import LABEL, Feature, features_from_schema, load_schema, parse_examples
 from models.network import DiagnosticModel, Preprocess, build_classifier, fit_statistics
 from pipelines.config import TrainingConfig
+from schemas.files import SCHEMA_ASSET
 
 HISTORY_FILE = "training_history.json"
 
@@ -139,6 +140,11 @@ def run_fn(fn_args: Any) -> None:
     eval_raw, eval_labels = read_split(fn_args.eval_files, features)
     result = train(features, train_raw, train_labels, eval_raw, eval_labels, cfg)
     result.model.save(fn_args.serving_model_dir)
+    # The curated schema travels with the model as its input contract: `dxpipe serve` then refuses at the
+    # endpoint what the data gate refused in training (missing, unknown, out-of-domain or non-finite values).
+    contract = os.path.join(fn_args.serving_model_dir, SCHEMA_ASSET)
+    tf.io.gfile.makedirs(os.path.dirname(contract))
+    tf.io.gfile.copy(fn_args.schema_path, contract, overwrite=True)
     summary = {
         "history": result.history,
         "best_epoch": result.best_epoch,

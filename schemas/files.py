@@ -7,6 +7,7 @@ from dxpipe and raises its own `SchemaFileError`; the CLI prints it as one line.
 from __future__ import annotations
 
 import hashlib
+import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,10 @@ if TYPE_CHECKING:  # The proto modules load only where a schema is read, so conf
     from tensorflow_metadata.proto.v0 import schema_pb2
 
 SCHEMA_FILE = "schema.pbtxt"
+# Where an exported model carries its curated schema: TF Serving ignores `assets.extra/`, and `dxpipe serve`
+# reads it as the version's input contract (serving/input_contract.py), so the endpoint refuses what the
+# data gate refuses in training.
+SCHEMA_ASSET = os.path.join("assets.extra", "dxpipe_schema.pbtxt")
 # `schema_dir: bundled:wdbc` names a schema shipped inside the package, so a copied config keeps finding it.
 BUNDLED_PREFIX = "bundled:"
 

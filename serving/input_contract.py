@@ -32,9 +32,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from schemas.files import SCHEMA_ASSET
 from serving.errors import ApiError, invalid_argument
 
-SCHEMA_ASSET = os.path.join("assets.extra", "dxpipe_schema.pbtxt")
 LABEL = "label"
 REFUSE, FLAG = "refuse", "flag"
 # Sent with the metadata of a version that carries its schema, so clients know `null` is its missing value
