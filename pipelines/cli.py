@@ -136,10 +136,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from pipelines import local_runner
 
-    _schema_file(cfg)
+    image = cfg.data.kind == "image"
+    # An image dataset's schema holds the encoded image (BYTES with an image_domain) and its id, not the
+    # table contract, and its data is a verified MedMNIST file converted by pipelines/image_data.py.
+    if not image:
+        _schema_file(cfg)
     local_runner.quiet_logs(args.verbose)
     print(f"dxpipe: running {cfg.pipeline_name} (dataset {cfg.dataset}) in {os.path.abspath(cfg.workdir)}")
-    print(_data_summary(cfg))
+    if not image:
+        print(_data_summary(cfg))
     start = time.perf_counter()
     result = local_runner.run_tracked(cfg, enable_cache=not args.no_cache, emit=print)
     _print_summary(cfg, result, time.perf_counter() - start)

@@ -8,7 +8,6 @@ the gate's minimums lowered to match, so the flow, not the model's quality, is w
 from __future__ import annotations
 
 import contextlib
-import getpass
 import io
 import json
 from pathlib import Path
@@ -36,6 +35,13 @@ def _config(path: Path, workdir: Path, medmnist: Path) -> Path:
     entry["gate"] = {"minimums": {"auc": 0.8, "recall": 0.6}, "maximums": {"brier_score": 0.3}}
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def as_os_user(monkeypatch, name: str) -> None:
+    """A second reviewer is a second OS account, which a test cannot create: stand one in."""
+    from pipelines import identity
+
+    monkeypatch.setattr(identity, "os_account", lambda: identity.Identity(name, False, "os-account (test)"))
 
 
 def _dxpipe(capsys, *argv: str) -> tuple[int, str, str]:
@@ -84,33 +90,14 @@ def test_run_is_evaluated_tracked_with_image_plots_and_gated(first, client, work
     assert not (workdir / "serving" / NAME / "1").exists()
 
 
-def test_author_cannot_approve_and_a_second_person_promotes_to_production(first, capsys, workdir, client):
-    code, _, err = _dxpipe(
-        capsys,
-        "approve",
-        NAME,
-        "1",
-        "--reviewer",
-        getpass.getuser(),
-        "--note",
-        "mine",
-        "--workdir",
-        str(workdir),
-    )
-    assert code == 2 and "four-eyes" in err
+def test_author_cannot_approve_and_a_second_person_promotes_to_production(
+    first, capsys, workdir, client, monkeypatch
+):
+    code, _, err = _dxpipe(capsys, "approve", NAME, "1", "--note", "mine", "--workdir", str(workdir))
+    assert code == 2 and "four-eyes" in err, err
     assert not (workdir / "serving" / NAME / "1").exists()
-    code, out, _ = _dxpipe(
-        capsys,
-        "approve",
-        NAME,
-        "1",
-        "--reviewer",
-        "dr-second",
-        "--note",
-        "reviewed",
-        "--workdir",
-        str(workdir),
-    )
+    as_os_user(monkeypatch, "dr-second")
+    code, out, _ = _dxpipe(capsys, "approve", NAME, "1", "--note", "reviewed", "--workdir", str(workdir))
     assert code == 0 and "production now serves it as version 1" in out, out
     production = workdir / "serving" / NAME
     assert list_versions(production) == [1]
