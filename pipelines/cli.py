@@ -171,9 +171,14 @@ def cmd_schema_draft(args: argparse.Namespace) -> int:
     from pipelines import data as data_lib
     from pipelines.errors import ConfigError
     from pipelines.schema_draft import draft_schema
-    from schemas.files import SCHEMA_FILE
+    from schemas.files import SCHEMA_FILE, bundled_dir
 
     target = Path(cfg.data.schema_dir) / SCHEMA_FILE
+    if Path(bundled_dir("")).resolve() in target.resolve().parents:
+        raise ConfigError(
+            f"{target} is a schema shipped with dxpipe and is never re-drafted; point the dataset's "
+            "schema_dir at a directory of your own."
+        )
     if target.exists() and not args.force:
         raise ConfigError(
             f"{target} exists (a reviewed schema is never overwritten); check the data against it with "

@@ -196,3 +196,10 @@ def test_a_leaking_column_stops_the_installed_run_at_the_data_gate(tmp_path):
     assert "column 'discharge_code' [train]" in done.stderr and "AUC 1.000" in done.stderr
     assert "DataGate" in done.stdout and "Trainer" not in done.stdout
     assert "split by row content: train" in done.stdout  # the realised split sizes are printed first
+
+
+def test_a_bundled_schema_is_never_redrafted(tmp_path):
+    before = (Path(load_config().data.schema_dir) / "schema.pbtxt").read_bytes()
+    done = _dxpipe("schema", "draft", "--dataset", "wdbc", "--force", cwd=tmp_path)
+    _one_line_error(done, "is a schema shipped with dxpipe and is never re-drafted")
+    assert (Path(load_config().data.schema_dir) / "schema.pbtxt").read_bytes() == before
