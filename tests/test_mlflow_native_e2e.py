@@ -365,7 +365,7 @@ def test_mlflow_models_serve_answers_a_request(approved, tracking_uri, workdir, 
     ]  # fmt: skip
     rows = test_rows.head(20)
     with _process(argv, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env):
-        body = {"dataframe_split": rows.to_dict(orient="split", index=False)}
+        body = {"dataframe_split": {"columns": list(rows.columns), "data": rows.to_numpy().tolist()}}
         response = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
