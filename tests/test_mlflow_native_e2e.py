@@ -299,6 +299,11 @@ def test_reviewer_sees_inputs_metrics_report_and_plots_in_a_browser(ui, run, cli
     names = [f.name for f in load_schema(str(SCHEMA)).feature if f.name != "label"]
     driver = _driver()
     try:
+        driver.get(f"{ui}/#/experiments/{run.info.experiment_id}")
+        # MLflow 3.17's UI starts in its GenAI workspace whatever the experiment's kind; a reviewer switches
+        # to "Model training" once (the browser keeps the choice). The screenshots show that view.
+        _wait_for_texts(driver, ["Model training"])
+        driver.find_element(By.XPATH, "//*[text()='Model training']").click()
         driver.get(f"{ui}/#/models/{MODEL}/versions/1")
         body = _wait_for_texts(driver, ["reviewer's report", "Gate criteria", "minimum:auc", "Test metrics"])
         assert "re-derives the verdict" in body and "Examples per split" in body
