@@ -14,6 +14,7 @@ import time
 import warnings
 
 from pipelines.errors import DxpipeError
+from pipelines.redact import redact_uri
 
 
 def _quiet_environment(verbose: bool) -> None:
@@ -65,7 +66,7 @@ def _print_summary(cfg, result, wall: float) -> None:
         print(f"Pushed to staging: {outputs.pushed_destination}")
     else:
         print("Not pushed to staging: only blessed models are.")
-    print(f"\nMLflow run {result.mlflow_run_id} at {result.tracking_uri}")
+    print(f"\nMLflow run {result.mlflow_run_id} at {redact_uri(result.tracking_uri)}")
     if version is None:
         return
     aliases = ", ".join(version.aliases) or "no alias"
@@ -78,8 +79,8 @@ def _print_summary(cfg, result, wall: float) -> None:
     if version.passed:
         print(f"Registry: '{version.name}' version {version.version} passed the gate -> alias candidate")
         print(
-            f"  A reviewer other than the run's author approves it for production with:\n"
-            f'    dxpipe approve {version.name} {version.version} --reviewer <name> --note "<why>"'
+            f"  A reviewer other than the run's author approves it for production, running as themselves:\n"
+            f'    dxpipe approve {version.name} {version.version} --note "<why>"'
         )
     else:
         print(f"Registry: '{version.name}' version {version.version} FAILED the gate; it cannot be approved:")

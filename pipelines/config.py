@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ import yaml
 
 from components.registry_gate.core import GatePolicy
 from pipelines.errors import ConfigError
-from pipelines.mlflow_store import TrackingConfig
+from pipelines.mlflow_store import TrackingConfig, check_model_name
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
 # Paths in the config (schemas, CSVs) are relative to the project root, which is where the packaged
@@ -231,6 +232,35 @@ class ServingConfig:
     staging_suffix: str = "-staging"
 
 
+_SUFFIX = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
+
+
+def _check_serving_names(datasets: Mapping[str, Any], suffix: str) -> None:
+    """Every name that becomes a registered model or a serving directory, checked before anything is made.
+
+    Raises:
+        ConfigError: A dataset name is not a usable model name, or the staging suffix is empty, unsafe in
+            a path, or makes one model's staging path another model's production path.
+    """
+    for name in datasets:
+        try:
+            check_model_name(name)
+        except ConfigError as exc:
+            raise ConfigError(f"datasets.{name}: {exc}") from None
+    if not isinstance(suffix, str) or not _SUFFIX.match(suffix) or set(suffix) <= {"."}:
+        raise ConfigError(
+            f"serving.staging_suffix: {suffix!r} is not usable: unapproved candidates go to "
+            "`<serving root>/<model><suffix>/`, so an empty suffix would push them straight into the production "
+            "path. Use letters, digits, '_', '.', '-', e.g. '-staging'."
+        )
+    clash = sorted(name for name in datasets if f"{name}{suffix}" in datasets)
+    if clash:
+        raise ConfigError(
+            f"serving.staging_suffix: {suffix!r} makes the staging path of '{clash[0]}' the production path of "
+            f"'{clash[0]}{suffix}'; choose another suffix or rename the dataset."
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration of a dxpipe run.
@@ -267,6 +297,7 @@ class Config:
                 f"dataset {self.dataset!r} is not configured; known datasets: {sorted(self.datasets)}"
                 f"{_hint(self.dataset, self.datasets)}. Add an entry under `datasets:` for your own CSV."
             )
+        _check_serving_names(self.datasets, self.serving.staging_suffix)
 
     @property
     def data(self) -> DatasetConfig:

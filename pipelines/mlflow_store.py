@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from components.registry_gate._dictcfg import as_bool, as_float, as_int, as_str, check_keys
 from pipelines.errors import ConfigError, DxpipeError
+from pipelines.redact import redact_text, redact_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -57,6 +58,8 @@ class TrackingConfig:
             seconds, not after MLflow's default four minutes of back-off.
         worker_process: Do a pipeline run's MLflow work in a worker process, so importing MLflow and
             opening the run overlap the TFX run (see `pipelines.mlflow_worker`).
+        log_raw_extremes: Log each feature's exact min/max and rare categories to MLflow (cells of single
+            patient rows); off by default, when only rounded aggregates are logged.
     """
 
     workdir: str = DEFAULT_WORKDIR
@@ -70,6 +73,7 @@ class TrackingConfig:
     http_timeout_s: int = 15
     http_max_retries: int = 2
     worker_process: bool = True
+    log_raw_extremes: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "tracking") -> TrackingConfig:
@@ -87,7 +91,7 @@ class TrackingConfig:
                 kwargs[key] = as_str(value, where)
             elif key in ("tracking_uri", "registry_uri", "serving_root"):
                 kwargs[key] = as_str(value, where, allow_none=True)
-            elif key in ("four_eyes", "log_plots", "worker_process"):
+            elif key in ("four_eyes", "log_plots", "worker_process", "log_raw_extremes"):
                 kwargs[key] = as_bool(value, where)
             elif key == "operating_threshold":
                 threshold = as_float(value, where)
@@ -236,12 +240,57 @@ def _embedded_client(cfg: TrackingConfig) -> MlflowClient:
                 client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry_uri)
                 # The registry store initialises the same schema on its first use.
                 client.search_registered_models(max_results=1)
+            rebase_artifact_locations(cfg)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
     _STORES_READY.add(cfg.tracking_uri or "")
     return client
+
+
+# Columns of the embedded store that hold absolute artifact locations (MLflow's SQL schema).
+_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location", "experiment_id"),
+    ("runs", "artifact_uri", "run_uuid"),
+    ("model_versions", "source", "rowid"),
+    ("model_versions", "storage_location", "rowid"),
+)
+
+
+def rebase_artifact_locations(cfg: TrackingConfig) -> int:
+    """Points the embedded store's artifact locations at this workdir's `mlartifacts` (a copied workdir).
+
+    MLflow stores absolute `file://` locations, so a workdir copied or moved elsewhere would keep
+    writing new runs (and reading models) in the original's `mlartifacts`. dxpipe owns the embedded store,
+    so on first use it rewrites locations under another `.../mlartifacts/` to this workdir's. Call under
+    the store lock. MLflow has no API to change an experiment's artifact location, hence plain SQL.
+
+    Returns:
+        The number of locations rewritten.
+    """
+    import sqlite3
+
+    db = Path((cfg.tracking_uri or "").removeprefix("sqlite:///"))
+    if not db.is_file():
+        return 0
+    root = (Path(cfg.workdir) / "mlartifacts").as_uri()
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+        for table, column, key in _LOCATION_COLUMNS:
+            try:
+                rows = con.execute(f"SELECT {key}, {column} FROM {table}").fetchall()
+            except sqlite3.OperationalError:
+                continue  # an older schema without the column
+            for row_key, location in rows:
+                if not location or not location.startswith("file://") or "/mlartifacts/" not in location:
+                    continue
+                if location.startswith(root + "/"):
+                    continue
+                rebased = f"{root}/{location.split('/mlartifacts/', 1)[1]}"
+                con.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (rebased, row_key))
+                changed += 1
+    return changed
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -289,6 +338,8 @@ def tracking_error(cfg: TrackingConfig, doing: str, exc: BaseException) -> Track
             if not cfg.is_embedded
             else "check that the working directory is writable, then retry"
         )
-        return TrackingError(f"MLflow at {cfg.tracking_uri} is unreachable while {doing}; {fix}.")
+        return TrackingError(f"MLflow at {redact_uri(cfg.tracking_uri)} is unreachable while {doing}; {fix}.")
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-    return TrackingError(f"MLflow at {cfg.tracking_uri} failed while {doing}: {detail}")
+    # Library errors quote the URL they failed on, credentials included.
+    detail = redact_text(detail, cfg.tracking_uri)
+    return TrackingError(f"MLflow at {redact_uri(cfg.tracking_uri)} failed while {doing}: {detail}")

@@ -1,4 +1,4 @@
-"""`dxpipe approve | rollback | status | sync | ui`: the reviewer's side of the model registry.
+"""`dxpipe approve | rollback | status | sync | policy | ui`: the reviewer's side of the model registry.
 
 `register(subparsers)` adds the subcommands to the main `dxpipe` parser; each handler returns an exit
 code. User errors are `DxpipeError`s: the main CLI prints them as one line and exits 2 (`main` here does
@@ -19,6 +19,7 @@ from typing import Any
 from pipelines.errors import DxpipeError
 from pipelines.identity import Identity, current_identity, normalise_name
 from pipelines.mlflow_store import DEFAULT_WORKDIR, TrackingConfig
+from pipelines.redact import redact_uri
 
 
 def _out(text: str) -> None:
@@ -131,6 +132,37 @@ def cmd_sync(args: argparse.Namespace) -> int:
         time.sleep(args.watch)
 
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    """Proposes a new pinned gate policy from a config, or accepts the pending proposal."""
+    from pipelines.promotion.policy import PinnedPolicy
+    from pipelines.promotion.service import accept_policy, propose_policy
+
+    cfg = tracking_config(args)
+    who = acting_identity(args, cfg)
+    if args.accept:
+        record = accept_policy(cfg, args.model, who, args.note)
+        _out(
+            f"'{args.model}': gate policy {record.policy_digest} (four_eyes {record.four_eyes}) is pinned from "
+            f"now on, accepted by {record.reviewer} (log entry {record.seq})."
+        )
+        return 0
+    if not args.config:
+        raise DxpipeError("pass --config FILE with the new `gate:` policy to propose, or --accept.")
+    from pipelines.config import load_config
+
+    full = load_config(args.config, dataset=args.model, workdir=getattr(args, "workdir", None))
+    gate = full.gate_policy()
+    four_eyes = TrackingConfig.from_dict(full.tracking).four_eyes
+    record = propose_policy(
+        cfg, args.model, PinnedPolicy(gate.to_dict(), four_eyes, gate.digest()), who, args.note
+    )
+    _out(
+        f"'{args.model}': gate policy {gate.digest()} (four_eyes {four_eyes}) proposed by {record.reviewer} (log "
+        f"entry {record.seq}); it applies once another person runs `dxpipe policy {args.model} --accept`."
+    )
+    return 0
+
+
 def ui_command(cfg: TrackingConfig, port: int) -> list[str]:
     """The `mlflow ui` command over the embedded store, bound to loopback only."""
     cfg = cfg.resolved()
@@ -158,7 +190,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cfg = tracking_config(args).resolved()
     if not cfg.is_embedded:
         raise DxpipeError(
-            f"tracking goes to the MLflow server at {cfg.tracking_uri}; open that URL in a browser instead "
+            f"tracking goes to the MLflow server at {redact_uri(cfg.tracking_uri)}; open that URL in a browser instead "
             "of `dxpipe ui`."
         )
     if not Path((cfg.tracking_uri or "").removeprefix("sqlite:///")).is_file():
@@ -176,7 +208,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Adds `approve`, `rollback`, `status`, `sync` and `ui` to the dxpipe subcommands."""
+    """Adds `approve`, `rollback`, `status`, `sync`, `policy` and `ui` to the dxpipe subcommands."""
     p = subparsers.add_parser("approve", help="approve a gated registry version and promote it to production")
     p.add_argument("model", help="registered model name, e.g. wdbc")
     p.add_argument("version", help="registry version number")
@@ -209,6 +241,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="repeat every SECONDS")
     _add_common(p)
     p.set_defaults(func=cmd_sync)
+
+    p = subparsers.add_parser(
+        "policy", help="propose a new pinned gate policy (from --config) or accept one (a second person)"
+    )
+    p.add_argument("model")
+    p.add_argument("--accept", action="store_true", help="accept the pending proposal (not your own)")
+    p.add_argument("--reviewer", help="optional check: fail unless this is who you are")
+    p.add_argument("--note", required=True)
+    _add_common(p)
+    p.set_defaults(func=cmd_policy)
 
     p = subparsers.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the embedded store")
     p.add_argument("--port", type=int, default=5000)

@@ -54,6 +54,7 @@ from pipelines.mlflow_store import (
     sanitize_key,
     tracking_error,
 )
+from pipelines.redact import redact_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -283,7 +284,8 @@ def _write_marker(cfg: TrackingConfig, run_id: str, **extra: Any) -> Path:
     stat = _proc_stat(os.getpid())
     record = {
         "run_id": run_id,
-        "tracking_uri": cfg.tracking_uri,
+        # Redacted: marker files are plain files in the workdir; reaping matches them to the live URI.
+        "tracking_uri": redact_uri(cfg.tracking_uri),
         "pid": os.getpid(),
         "pid_start": None if stat is None else stat[1],
         "host": socket.gethostname(),
@@ -346,7 +348,12 @@ def reap_stale_runs(cfg: TrackingConfig) -> list[str]:
             continue
         status = pending or "FAILED"
         why = record.get("pending_reason") or f"process {record.get('pid')} on {record.get('host')} died"
-        run_cfg = dataclasses.replace(cfg, tracking_uri=record.get("tracking_uri") or cfg.tracking_uri)
+        recorded = record.get("tracking_uri") or ""
+        if recorded in ("", redact_uri(cfg.tracking_uri)):
+            recorded = cfg.tracking_uri or ""
+        elif "***" in recorded:
+            continue  # another server's credentials are not ours to guess; its own runs reap it
+        run_cfg = dataclasses.replace(cfg, tracking_uri=recorded)
         try:
             client = client_for(run_cfg)
             run = client.get_run(record["run_id"])
@@ -509,7 +516,8 @@ def _preflight(cfg: TrackingConfig) -> None:
             raise tracking_error(cfg, "checking the server before the pipeline run", exc) from exc
         if response.status_code != 200:
             raise TrackingError(
-                f"MLflow at {uri} answered /health with HTTP {response.status_code}; check the server, then retry."
+                f"MLflow at {redact_uri(uri)} answered /health with HTTP {response.status_code}; check the "
+                "server, then retry."
             )
     elif cfg.is_embedded:
         try:
@@ -615,7 +623,7 @@ def pipeline_run(
         run_ended_cleanly = delivered
         if not delivered:
             raise TrackingError(
-                f"MLflow at {cfg.tracking_uri} is unreachable while ending run {run.run_id}: the pipeline "
+                f"MLflow at {redact_uri(cfg.tracking_uri)} is unreachable while ending run {run.run_id}: the pipeline "
                 f"succeeded but the run still shows RUNNING; the next pipeline run in {cfg.workdir} will "
                 "mark it FINISHED."
             )
@@ -633,12 +641,23 @@ def pipeline_run(
 def _log_params(session: Session, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
-    flat = flatten(params)
+    flat = {k: redact_uri(v) if k.endswith(("_uri", ".uri")) else v for k, v in flatten(params).items()}
     flat.update(flatten({"env": _package_versions(), "git": _git_commit()}))
     items = [Param(sanitize_key(k), v[:6000]) for k, v in sorted(flat.items())]
     for i in range(0, len(items), 100):
         session.client.log_batch(session.run_id, params=items[i : i + 100])
-    session.client.log_dict(session.run_id, json.loads(json.dumps(params, default=str)), "config/params.json")
+    session.client.log_dict(
+        session.run_id, _redacted(json.loads(json.dumps(params, default=str))), "config/params.json"
+    )
+
+
+def _redacted(value: Any, key: str = "") -> Any:
+    """The config with every `*_uri` value's credentials redacted (it is logged as an artifact)."""
+    if isinstance(value, dict):
+        return {k: _redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, str) and key.endswith("_uri"):
+        return redact_uri(value)
+    return value
 
 
 def _pipeline_root(outputs: PipelineOutputs) -> str | None:
@@ -811,8 +830,14 @@ def _log_data_reports(session: Session, outputs: PipelineOutputs, warnings: dict
 
     if outputs.schema_uri and (Path(outputs.schema_uri) / "schema.pbtxt").is_file():
         session.client.log_artifact(session.run_id, str(Path(outputs.schema_uri) / "schema.pbtxt"), "data")
+    raw = session.config.log_raw_extremes
     reports = (
-        ("statistics", outputs.statistics_uri, statistics_summary, "statistics_summary.json"),
+        (
+            "statistics",
+            outputs.statistics_uri,
+            lambda uri: statistics_summary(uri, raw),
+            "statistics_summary.json",
+        ),
         ("anomalies", outputs.anomalies_uri, anomalies_summary, "anomalies.json"),
     )
     for what, uri, summarize, filename in reports:

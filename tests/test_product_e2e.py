@@ -10,9 +10,9 @@ store and SavedModels on disk.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,7 @@ def first(workdir, tmp_path_factory):
 
 def test_run_is_tracked_registered_and_gated(first, client, workdir):
     assert "'wdbc' version 1 passed the gate -> alias candidate" in first
-    assert "dxpipe approve wdbc 1 --reviewer" in first
+    assert 'dxpipe approve wdbc 1 --note "<why>"' in first
     experiment = client.get_experiment_by_name("dxpipe-wdbc")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
@@ -71,21 +71,32 @@ def test_run_is_tracked_registered_and_gated(first, client, workdir):
     assert plots == {f"plots/{p}.png" for p in ("roc", "precision_recall", "calibration", "confusion_matrix")}
     version = client.get_model_version("wdbc", "1")
     assert version.tags["gate"] == "passed" and version.aliases == ["candidate"]
+    # The version holds this run's own TFX run (the id dxpipe bound, never "the latest run" of ML Metadata).
+    run_id = run.data.tags["tfx.run_id"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+-[0-9a-f]{8}", run_id), run_id
+    assert version.tags["tfx.run_id"] == run_id and version.run_id == run.info.run_id
     assert version.tags["gate.compared_with"] == "none (no champion yet)"
     staging = list_versions(workdir / "serving" / "wdbc-staging")
     assert len(staging) == 1 and not (workdir / "serving" / "wdbc" / "1").exists()
 
 
-def test_author_cannot_approve_own_model(first, capsys, workdir):
-    code, _, err = _dxpipe(
-        capsys, "approve", "wdbc", "1", "--reviewer", getpass.getuser(), "--note", "mine",
-        "--workdir", str(workdir),
-    )  # fmt: skip
-    assert code == 2 and "four-eyes" in err
+def as_os_user(monkeypatch, name: str) -> None:
+    """A second person on this machine is a second OS account, which a test cannot create: stand one in."""
+    from pipelines import identity
+
+    monkeypatch.setattr(identity, "os_account", lambda: identity.Identity(name, False, "os-account (test)"))
+
+
+def test_author_cannot_approve_own_model(first, capsys, workdir, client):
+    # The run's author is this process's OS account; the same account approving is refused.
+    assert json.loads(client.get_model_version("wdbc", "1").tags["gate.verdict"])["passed"]
+    code, _, err = _dxpipe(capsys, "approve", "wdbc", "1", "--note", "mine", "--workdir", str(workdir))
+    assert code == 2 and "is the author of its run" in err and "four-eyes" in err, err
     assert not (workdir / "serving" / "wdbc" / "1").exists()
 
 
-def test_second_person_approves_into_production(first, capsys, workdir, client):
+def test_second_person_approves_into_production(first, capsys, workdir, client, monkeypatch):
+    as_os_user(monkeypatch, "dr-second")
     code, out, _ = _dxpipe(
         capsys, "approve", "wdbc", "1", "--reviewer", "dr-second", "--note", "AUC 0.997 on the test split",
         "--workdir", str(workdir),
@@ -119,7 +130,9 @@ def test_rerun_of_the_champion_registers_nothing_new(first, capsys, workdir, cli
     assert list_versions(workdir / "serving" / "wdbc") == [1]
 
 
-def test_useless_model_fails_the_gate_against_the_champion(first, capsys, workdir, client, tmp_path):
+def test_useless_model_fails_the_gate_against_the_champion(
+    first, capsys, workdir, client, tmp_path, monkeypatch
+):
     if client.get_model_version("wdbc", "1").aliases != ["candidate", "champion"]:
         pytest.fail("needs the approval test's champion (run the module in order)")
     config = write_config(tmp_path / "bad.yaml", workdir, training={"shuffle_labels": True})
@@ -135,10 +148,11 @@ def test_useless_model_fails_the_gate_against_the_champion(first, capsys, workdi
     # Every failed criterion is listed, not the first one only.
     assert {"evaluator_blessing", "minimum:auc", "non_inferiority:auc"} <= failed, failed
     assert str(client.get_model_version_by_alias("wdbc", "candidate").version) == "1"
+    as_os_user(monkeypatch, "dr-second")
     code, _, err = _dxpipe(
         capsys, "approve", "wdbc", "2", "--reviewer", "dr-second", "--note", "try", "--workdir", str(workdir)
     )
-    assert code == 2 and "failed the gate" in err, err
+    assert code == 2 and "fails the gate re-derived from its evidence" in err, err
     assert list_versions(workdir / "serving" / "wdbc") == [1]
     code, out, _ = _dxpipe(capsys, "status", "wdbc", "--workdir", str(workdir))
     assert code == 0 and "champion:  1" in out and "consistent" in out, out

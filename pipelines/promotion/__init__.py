@@ -6,7 +6,11 @@ One idea per module:
 - `evidence`: what each version was gated on, recorded at registration and verified at every use.
 - `audit_log`: the hash-chained promotion log.
 - `journal`: the promotion lock, the write-ahead journal and the fault-injection hook.
-- `service`: approve, rollback, sync and crash recovery: gathers inputs, asks `policy`, applies it.
+- `pinned`: the pinned gate policy and four-eyes rule, and their two-person change.
+- `context`: the model's context, the acting identity, what is served, the inputs of a decision.
+- `publish`: the journalled promotion (alias, publish, log, tags) and its crash recovery.
+- `service`: approve, rollback and policy changes: gathers inputs, asks `policy`, applies the decision.
+- `sync`: refuses aliases set outside dxpipe, finishes interrupted promotions, repairs drift.
 - `status`: what `dxpipe status` reports, after verifying everything it reports on.
 """
 
@@ -24,8 +28,10 @@ from pipelines.promotion.errors import (
     TamperingError,
     VersionNotFoundError,
 )
-from pipelines.promotion.service import SyncResult, approve, recover, rollback, sync_ui_alias
+from pipelines.promotion.publish import recover
+from pipelines.promotion.service import accept_policy, approve, propose_policy, rollback
 from pipelines.promotion.status import ModelStatus, ServingStatus, VersionStatus, status
+from pipelines.promotion.sync import SyncResult, sync_ui_alias
 
 __all__ = [
     "AlreadyChampionError",
@@ -45,8 +51,10 @@ __all__ = [
     "TamperingError",
     "VersionNotFoundError",
     "VersionStatus",
+    "accept_policy",
     "approve",
     "champion_history",
+    "propose_policy",
     "recover",
     "rollback",
     "status",

@@ -17,10 +17,12 @@ from pipelines.identity import Identity, os_account
 from pipelines.mlflow_store import TrackingConfig, mlflow_errors
 from pipelines.promotion import journal
 from pipelines.promotion.audit_log import PromotionRecord, champion_history
+from pipelines.promotion.context import context, require_model, served
 from pipelines.promotion.errors import AuditLogError, PromotionError, TamperingError
 from pipelines.promotion.evidence import load_verified
+from pipelines.promotion.pinned import pinned_policy
 from pipelines.promotion.policy import decide
-from pipelines.promotion.service import context, pinned_policy, recover, require_model, served
+from pipelines.promotion.publish import recover
 from pipelines.registry import CANDIDATE, CHAMPION, search_versions
 
 # Status is read-only with respect to identities: decisions it shows use a placeholder reviewer, and the

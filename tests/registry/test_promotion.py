@@ -29,8 +29,8 @@ from pipelines.promotion import (
     VersionNotFoundError,
     approve,
     journal,
+    publish,
     rollback,
-    service,
     status,
     sync_ui_alias,
 )
@@ -412,18 +412,32 @@ def test_rollback_serves_the_previous_champion_as_a_new_higher_version(served_v1
         rollback(cfg, "wdbc", who("dave"), "again")
 
 
-def test_rollback_walks_back_through_the_champion_history(served_v1, fixtures):
-    cfg = served_v1
-    register(cfg, fixtures, "better", BETTER, author="alice")
+def test_rollback_walks_back_through_the_champion_history(cfg, fixtures):
+    # All scored on one test split, so a version can be compared with whichever champion it replaces.
+    split = {"examples_uri": fixtures["examples_uri"]}
+    register(cfg, fixtures, "good", GOOD, author="alice", **split)
+    approve(cfg, "wdbc", "1", who("bob"), "")
+    register(cfg, fixtures, "better", BETTER, author="alice", **split)
     approve(cfg, "wdbc", "2", who("carol"), "")
-    register(cfg, fixtures, "other", GOOD, author="alice")
+    register(cfg, fixtures, "other", GOOD, author="alice", **split)
     approve(cfg, "wdbc", "3", who("carol"), "")
     assert rollback(cfg, "wdbc", who("dave"), "").version == "2"
     assert rollback(cfg, "wdbc", who("dave"), "").version == "1"
     assert served_digest(cfg) == digest_of(fixtures, "good")
-    # Approving again after rollbacks starts a new history from the served champion.
+    # Approving again after rollbacks starts a new history from the served champion, and version 3 (gated
+    # against version 2) is compared with version 1, the champion it now replaces.
     assert approve(cfg, "wdbc", "3", who("carol"), "fixed").previous_champion == "1"
     assert rollback(cfg, "wdbc", who("dave"), "").version == "1"
+
+
+def test_a_version_gated_against_an_older_champion_on_another_split_must_be_rescored(served_v1, fixtures):
+    cfg = served_v1
+    register(cfg, fixtures, "better", BETTER, author="alice")
+    register(cfg, fixtures, "other", GOOD, author="alice")
+    approve(cfg, "wdbc", "2", who("carol"), "")
+    with pytest.raises(GateFailedError, match=r"champion version 2 was not re-scored on this test split"):
+        approve(cfg, "wdbc", "3", who("carol"), "gated against version 1 only")
+    assert served_digest(cfg) == digest_of(fixtures, "better")
 
 
 def test_rollback_without_any_champion(cfg, fixtures):
@@ -509,7 +523,7 @@ def test_publish_failure_puts_the_alias_back(served_v1, fixtures, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(service, "publish_version", disk_full)
+    monkeypatch.setattr(publish, "publish_version", disk_full)
     with pytest.raises(
         PromotionError,
         match=r"approve of 'wdbc' version 2 failed and was undone: publishing to .* failed .*No space left.*"
