@@ -206,7 +206,7 @@ def test_worker_process_logs_and_registers_like_in_process(cfg, fixtures):
     assert got.data.metrics["test/Overall/auc"] > 0.9
     assert version.version == "1" and version.passed, version.failures
     assert client(cfg).get_model_version("wdbc", "1").tags["dxpipe.author"] == "alice"
-    assert set(run.worker_timings) >= {"open", "params", "log_outputs", "register", "model_upload", "close"}
+    assert set(run.worker_timings) >= {"open", "params", "log_outputs", "register", "native_model", "close"}
     # The worker opened the run while the body ran; the runner waited only for the logging after it.
     assert run.timings["open"] < 1.0
 
