@@ -247,8 +247,10 @@ def log_native_model(
         client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
     except BaseException:
-        # A model that could not be completed is marked FAILED, never left PENDING or registered.
-        client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        # A model that could not be completed is marked FAILED, never left PENDING or registered; if MLflow
+        # is gone, the original error is the one to report.
+        with contextlib.suppress(Exception):
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
         raise
     return NativeModel(
         model_id=model.model_id,
@@ -290,7 +292,7 @@ def download_saved_model(client: Any, name: str, version: str, scratch: Path) ->
     import mlflow.artifacts
     import yaml
 
-    tracking_uri = client._tracking_client.tracking_uri
+    tracking_uri = client.tracking_uri
     location = client.get_model_version_download_uri(name, version).rstrip("/")
     try:
         mlmodel = mlflow.artifacts.download_artifacts(
@@ -320,5 +322,5 @@ def registry_resolves_models_uris(client: Any) -> Iterator[None]:
     """
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    with _use_tracking_uri(client._tracking_client.tracking_uri):
+    with _use_tracking_uri(client.tracking_uri):
         yield

@@ -312,3 +312,21 @@ def test_report_fits_mlflow_description_limit_and_keeps_the_failures():
         and "FAIL `slice:site:0:minimum:recall`: recall of site 0 \\| low" in text
     )
     assert DISPLAY_ONLY in text
+
+
+def test_promotion_downloads_the_savedmodel_the_version_holds(exported, native, tmp_path):
+    """An MLflow Model version yields its pyfunc data path; an older bare-SavedModel version itself."""
+    from mlflow import MlflowClient
+
+    from pipelines.mlflow_native import download_saved_model
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("wdbc")
+    client.create_model_version("wdbc", str(native))  # an MLflow Model
+    client.create_model_version("wdbc", str(exported.export_dir))  # a bare SavedModel (older versions)
+    expected = saved_model_digest(exported.export_dir)
+    for version in ("1", "2"):
+        scratch = tmp_path / f"scratch{version}"
+        scratch.mkdir()
+        local = download_saved_model(client, "wdbc", version, scratch)
+        assert saved_model_digest(local) == expected and not (local / "MLmodel").exists()

@@ -285,6 +285,11 @@ def ui(registered, workdir, tmp_path_factory):
         yield f"http://127.0.0.1:{port}"
 
 
+def _click(driver, element) -> None:
+    # A JavaScript click: a transient overlay (a tooltip, the assistant panel opening) cannot intercept it.
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", element)
+
+
 def _screenshot(driver, name: str, tmp: Path) -> Path:
     folder = Path(os.environ.get("DXPIPE_SCREENSHOTS") or tmp)
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,13 +304,18 @@ def test_reviewer_sees_inputs_metrics_report_and_plots_in_a_browser(ui, run, cli
     names = [f.name for f in load_schema(str(SCHEMA)).feature if f.name != "label"]
     driver = _driver()
     try:
+        driver.get(f"{ui}/#/experiments/{run.info.experiment_id}")
+        # MLflow 3.17's UI starts in its GenAI workspace whatever the experiment's kind; a reviewer switches
+        # to "Model training" once (the browser keeps the choice). The screenshots show that view.
+        _wait_for_texts(driver, ["Model training"])
+        _click(driver, driver.find_element(By.XPATH, "//*[text()='Model training']"))
         driver.get(f"{ui}/#/models/{MODEL}/versions/1")
         body = _wait_for_texts(driver, ["reviewer's report", "Gate criteria", "minimum:auc", "Test metrics"])
         assert "re-derives the verdict" in body and "Examples per split" in body
         assert _screenshot(driver, "version-page", tmp_path).stat().st_size > 10_000
         # The schema's inputs are listed on the version page (a collapsed section: open it).
         _wait_for_texts(driver, [f"Inputs ({len(names)})"])
-        driver.find_element(By.XPATH, f"//*[contains(text(), 'Inputs ({len(names)})')]").click()
+        _click(driver, driver.find_element(By.XPATH, f"//*[contains(text(), 'Inputs ({len(names)})')]"))
         _wait_for_texts(driver, [names[0], names[-1]])
         body = driver.find_element(By.TAG_NAME, "body").text
         assert all(name in body for name in names), [n for n in names if n not in body]
@@ -365,7 +375,7 @@ def test_mlflow_models_serve_answers_a_request(approved, tracking_uri, workdir, 
     ]  # fmt: skip
     rows = test_rows.head(20)
     with _process(argv, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", env):
-        body = {"dataframe_split": rows.to_dict(orient="split", index=False)}
+        body = {"dataframe_split": {"columns": list(rows.columns), "data": rows.to_numpy().tolist()}}
         response = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]

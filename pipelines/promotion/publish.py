@@ -78,6 +78,7 @@ def materialize(ctx: Context, mv: VersionView, expected: str, scratch: Path) -> 
                 return candidate
     with mlflow_errors(ctx.cfg, f"downloading the SavedModel of '{ctx.model}' version {mv.version}"):
         try:
+            # The bytes the version's MLflow Model holds (what `mlflow.pyfunc.load_model` loads).
             local = download_saved_model(ctx.client, ctx.model, mv.version, scratch)
         except Exception as exc:
             if is_unreachable(exc):

@@ -206,7 +206,7 @@ def test_worker_process_logs_and_registers_like_in_process(cfg, fixtures):
     assert got.data.metrics["test/Overall/auc"] > 0.9
     assert version.version == "1" and version.passed, version.failures
     assert client(cfg).get_model_version("wdbc", "1").tags["dxpipe.author"] == "alice"
-    assert set(run.worker_timings) >= {"open", "params", "log_outputs", "register", "model_upload", "close"}
+    assert set(run.worker_timings) >= {"open", "params", "log_outputs", "register", "native_model", "close"}
     # The worker opened the run while the body ran; the runner waited only for the logging after it.
     assert run.timings["open"] < 1.0
 
@@ -424,7 +424,7 @@ def test_mlflow_overhead_is_small(cfg, fixtures):
         registry.register_and_gate(run, outputs, POLICY, model_name="wdbc")
     wall = time.perf_counter() - start
     assert set(run.timings) >= {"open", "load_evaluation", "log_outputs", "register", "close"}
-    assert set(run.worker_timings) >= {"open", "params", "log_outputs", "register", "model_upload", "close"}
+    assert set(run.worker_timings) >= {"open", "params", "log_outputs", "register", "native_model", "close"}
     assert run.overhead_s <= wall
     # A local pipeline run takes minutes; the whole MLflow share must stay within a few seconds.
     assert run.overhead_s < 10, run.timings
