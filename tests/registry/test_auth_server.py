@@ -822,3 +822,27 @@ def test_tampering_with_a_failed_dxpipe_version_on_the_server_changes_nothing(
     [shown] = [v for v in report.versions if v.version == version]
     assert (shown.gate, shown.gate_tag, shown.discrepancies) == ("failed", "failed", ())
     assert report.production.version is None
+
+
+def test_a_killed_start_is_reported_and_its_leftovers_stopped(tmp_path, capsys):
+    """kill -9 of `make mlflow-server` leaves PostgreSQL running: start says so; `stop` cleans up."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from pipelines.registry_server import deploy
+
+    root = Path(tempfile.mkdtemp(prefix="dxpipe-leftover-"))
+    try:
+        deploy.Deployment(root).start_postgres()  # as if the server process had then been SIGKILLed
+        again = deploy.Deployment(root)
+        with pytest.raises(deploy.DeployError, match=r"still running .*deploy stop .*mlflow-server-stop"):
+            again.start_postgres()
+        assert deploy.main(["stop", str(root)]) == 0
+        assert capsys.readouterr().out.strip() == "stopped: PostgreSQL"
+        assert not again.postgres_running()
+        assert deploy.main(["stop", str(root)]) == 0
+        assert "nothing of" in capsys.readouterr().out
+    finally:
+        deploy.Deployment(root).stop_postgres()
+        shutil.rmtree(root, ignore_errors=True)
