@@ -211,18 +211,6 @@ def get_version(client: MlflowClient, name: str, version: str) -> VersionView:
         raise
 
 
-def recorded_metrics(version: VersionView) -> dict[str, float]:
-    """The overall test metrics recorded on a version's tags."""
-    out = {}
-    for key, value in version.tags.items():
-        if key.startswith(TAG_METRIC_PREFIX):
-            try:
-                out[key[len(TAG_METRIC_PREFIX) :]] = float(value)
-            except ValueError:
-                continue
-    return out
-
-
 def champion_model_uri(cfg: TrackingConfig, model_name: str) -> str | None:
     """Returns the TFX Model artifact URI of the current champion, or None when there is no champion.
 
@@ -596,8 +584,3 @@ def _version_tags(
         if value is not None and math.isfinite(value):
             tags[sanitize_key(TAG_METRIC_PREFIX + name)] = _fmt_metric(value)
     return tags
-
-
-def gate_failures(version: VersionView) -> tuple[str, ...]:
-    """The failure messages recorded on a version."""
-    return tuple(v for k, v in sorted(version.tags.items()) if k.startswith(TAG_GATE_FAIL_PREFIX))

@@ -76,8 +76,13 @@ def register(
         if champion_uri:
             client = registry.client_for(cfg.resolved())
             number = registry.aliases_of(client, model_name)["champion"]
+            # Plays the Evaluator re-scoring the champion: its metrics as registered stand for the re-score.
             baseline = {
-                "Overall": registry.recorded_metrics(registry.get_version(client, model_name, number))
+                "Overall": {
+                    k.removeprefix("metric."): float(v)
+                    for k, v in registry.get_version(client, model_name, number).tags.items()
+                    if k.startswith("metric.")
+                }
             }
             output_changes["baseline_model_uri"] = champion_uri
     outputs = outputs_for(fixtures, model, **output_changes)
