@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,10 @@ def test_run_is_tracked_registered_and_gated(first, client, workdir):
     assert plots == {f"plots/{p}.png" for p in ("roc", "precision_recall", "calibration", "confusion_matrix")}
     version = client.get_model_version("wdbc", "1")
     assert version.tags["gate"] == "passed" and version.aliases == ["candidate"]
+    # The version holds this run's own TFX run (the id dxpipe bound, never "the latest run" of ML Metadata).
+    run_id = run.data.tags["tfx.run_id"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+-[0-9a-f]{8}", run_id), run_id
+    assert version.tags["tfx.run_id"] == run_id and version.run_id == run.info.run_id
     assert version.tags["gate.compared_with"] == "none (no champion yet)"
     staging = list_versions(workdir / "serving" / "wdbc-staging")
     assert len(staging) == 1 and not (workdir / "serving" / "wdbc" / "1").exists()
