@@ -14,7 +14,7 @@ ARGS ?=
 MLFLOW_SERVER_DIR ?= .dxpipe/mlflow-server
 MLFLOW_PORT ?= 5000
 
-.PHONY: setup run test lint bench lock clean mlflow-server mlflow-user
+.PHONY: setup run test lint bench lock clean mlflow-server mlflow-user mlflow-server-stop
 
 setup: $(STAMP)
 
@@ -47,6 +47,10 @@ bench: setup
 # Shared MLflow server on 127.0.0.1:$(MLFLOW_PORT), in the foreground (Ctrl-C stops it and PostgreSQL).
 mlflow-server: setup
 	$(VENV)/bin/python -m pipelines.registry_server.deploy start $(MLFLOW_SERVER_DIR) --port $(MLFLOW_PORT)
+
+# Stops what a killed `make mlflow-server` left running (the server and PostgreSQL).
+mlflow-server-stop: setup
+	$(VENV)/bin/python -m pipelines.registry_server.deploy stop $(MLFLOW_SERVER_DIR)
 
 # A user on the running server: make mlflow-user NAME=alice [REVIEWER=1]; prints the generated password.
 mlflow-user: setup

@@ -16,6 +16,7 @@ its commands run through `runuser -u postgres --`. The tests use the same code (
 Usage:
     python -m pipelines.registry_server.deploy start DIR [--port 5000]    # foreground; Ctrl-C stops both
     python -m pipelines.registry_server.deploy add-user DIR NAME [--reviewer]   # prints the password
+    python -m pipelines.registry_server.deploy stop DIR      # what a killed `start` left running
 """
 
 from __future__ import annotations
@@ -155,6 +156,12 @@ class Deployment:
                 )
             finally:
                 pwfile.unlink(missing_ok=True)
+        if self.postgres_running():
+            raise DeployError(
+                f"PostgreSQL for {self.root} is still running (was `make mlflow-server` killed?): stop what it "
+                f"left with `python -m pipelines.registry_server.deploy stop {self.root}` "
+                "(`make mlflow-server-stop`), then start again."
+            )
         log = pg / "postgres.log"
         options = f"-c listen_addresses=127.0.0.1 -p {self.pg_port} -c unix_socket_directories={pg}"
         self._run(
@@ -191,6 +198,32 @@ class Deployment:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0 and "already exists" not in done.stderr:
             raise DeployError(f"createdb {database} failed: {done.stderr.strip()}")
+
+    def postgres_running(self) -> bool:
+        """Whether the cluster in this directory is running (`pg_ctl status`)."""
+        if not (self.pgdata / "postmaster.pid").exists():
+            return False
+        cmd = [str(pg_bindir() / "pg_ctl"), "-D", str(self.pgdata), "status"]
+        return subprocess.run(_as_postgres(cmd), capture_output=True, check=False, cwd="/").returncode == 0
+
+    def stop_leftovers(self) -> list[str]:
+        """Stops what a killed `start` left running: the recorded server, then the cluster; says what it stopped."""
+        stopped = []
+        info_path = self.root / "server.json"
+        if info_path.exists():
+            pid = int(json.loads(info_path.read_text()).get("pid") or 0)
+            # Only a process that is this directory's MLflow server: a pid may have been reused since.
+            if pid and _is_server_of(pid, self.root):
+                os.killpg(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while _is_server_of(pid, self.root) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                stopped.append(f"MLflow server (pid {pid})")
+            info_path.unlink()
+        if self.postgres_running():
+            self.stop_postgres()
+            stopped.append("PostgreSQL")
+        return stopped
 
     def stop_postgres(self) -> None:
         """Stops the cluster (fast shutdown); a no-op when it is not running."""
@@ -310,6 +343,7 @@ class Deployment:
         """The MLflow server, then PostgreSQL."""
         self.stop_server()
         self.stop_postgres()
+        (self.root / "server.json").unlink(missing_ok=True)
 
     # Users ---------------------------------------------------------------------------------------------
     def admin_auth(self) -> tuple[str, str]:
@@ -344,6 +378,14 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+def _is_server_of(pid: int, root: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"server" in cmdline and str(root / "artifacts").encode() in cmdline
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -357,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     start = sub.add_parser("start", help="start PostgreSQL and the MLflow server; Ctrl-C stops both")
     start.add_argument("root", type=Path)
     start.add_argument("--port", type=int, default=5000)
+    stop = sub.add_parser("stop", help="stop a server and PostgreSQL left running by a killed `start`")
+    stop.add_argument("root", type=Path)
     add = sub.add_parser("add-user", help="create a user on the running server (prints the password)")
     add.add_argument("root", type=Path)
     add.add_argument("name")
@@ -380,6 +424,10 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             finally:
                 deployment.stop()
+            return 0
+        if args.command == "stop":
+            stopped = Deployment(root).stop_leftovers()
+            _say(f"stopped: {', '.join(stopped)}" if stopped else f"nothing of {root} was running")
             return 0
         info = json.loads((root / "server.json").read_text())
         deployment = Deployment(root, port=int(info["tracking_uri"].rsplit(":", 1)[1]))

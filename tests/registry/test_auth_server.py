@@ -761,3 +761,88 @@ def test_an_admin_revokes_the_reviewer_role_and_its_powers_go_with_it(auth_serve
 def test_dxpipe_routes_name_the_bad_parameter(auth_server, path, params, message):
     got = auth_server.call("GET", path, "alice", params=params)
     assert got.status_code == 400 and message in got.json()["message"]
+
+
+def test_tampering_with_a_failed_dxpipe_version_on_the_server_changes_nothing(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    """The issue's tamper cases on a version the pipeline registered as failed, through the server's REST API."""
+    from pipelines import promotion
+    from pipelines.errors import DxpipeError
+    from pipelines.identity import current_identity
+    from pipelines.promotion.status import status
+    from tests.registry.support import BAD, register
+
+    as_user(monkeypatch, "alice")
+    model = f"wdbc-{uuid.uuid4().hex[:8]}"
+    failed = register(
+        server_cfg,
+        fixtures,
+        "bad",
+        BAD,
+        author=current_identity(server_cfg.tracking_uri),
+        model_name=model,
+        blessed=False,
+    )
+    assert not failed.passed
+    version = failed.version
+    tags_before, _ = version_view(auth_server, model, version)
+    failure_tag = next(k for k in tags_before if k.startswith("gate.fail."))
+    metric_tag = next(k for k in tags_before if k.startswith("metric."))
+    attempts = [
+        ("alice", "POST", "/mlflow/model-versions/set-tag", {"key": "gate", "value": "passed"}),
+        ("alice", "DELETE", "/mlflow/model-versions/delete-tag", {"key": failure_tag}),
+        ("alice", "POST", "/mlflow/model-versions/set-tag", {"key": metric_tag, "value": "0.99"}),
+        ("alice", "POST", "/mlflow/model-versions/set-tag", {"key": "dxpipe.author", "value": "carol"}),
+        ("bob", ALIAS, None, {"alias": "champion"}),
+        ("alice", ALIAS, None, {"alias": "champion"}),
+        (None, ALIAS, None, {"alias": "champion"}),
+    ]
+    for user, method_or_path, path, body in attempts:
+        if path is None:  # the alias route
+            got = auth_server.call(
+                "POST", method_or_path, user, json={"name": model, "version": version, **body}
+            )
+        else:
+            got = auth_server.call(
+                method_or_path, path, user, json={"name": model, "version": version, **body}
+            )
+        assert got.status_code in (401, 403), (user, body, got.text)
+    refusals = [e for e in auth_server.audit(model=model) if not e["allowed"]]
+    assert [e["user"] for e in refusals] == [a[0] for a in attempts]
+    assert all(e["reason"] for e in refusals)
+    assert version_view(auth_server, model, version) == (tags_before, {})
+    # Nothing reached production; dxpipe itself still refuses the failed version, even for a reviewer.
+    as_user(monkeypatch, "rita")
+    with pytest.raises(DxpipeError, match="fails the gate"):
+        promotion.approve(server_cfg, model, version, None, "forged?")
+    assert served_versions(server_cfg, model) == []
+    # The evidence and its display were never changed, so `status` finds every version as registered.
+    report = status(server_cfg, model)
+    [shown] = [v for v in report.versions if v.version == version]
+    assert (shown.gate, shown.gate_tag, shown.discrepancies) == ("failed", "failed", ())
+    assert report.production.version is None
+
+
+def test_a_killed_start_is_reported_and_its_leftovers_stopped(tmp_path, capsys):
+    """kill -9 of `make mlflow-server` leaves PostgreSQL running: start says so; `stop` cleans up."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from pipelines.registry_server import deploy
+
+    root = Path(tempfile.mkdtemp(prefix="dxpipe-leftover-"))
+    try:
+        deploy.Deployment(root).start_postgres()  # as if the server process had then been SIGKILLed
+        again = deploy.Deployment(root)
+        with pytest.raises(deploy.DeployError, match=r"still running .*deploy stop .*mlflow-server-stop"):
+            again.start_postgres()
+        assert deploy.main(["stop", str(root)]) == 0
+        assert capsys.readouterr().out.strip() == "stopped: PostgreSQL"
+        assert not again.postgres_running()
+        assert deploy.main(["stop", str(root)]) == 0
+        assert "nothing of" in capsys.readouterr().out
+    finally:
+        deploy.Deployment(root).stop_postgres()
+        shutil.rmtree(root, ignore_errors=True)
