@@ -26,6 +26,7 @@ from pipelines.errors import DxpipeError
 from pipelines.redact import redact_uri
 
 WHOAMI_PATH = "/api/2.0/dxpipe/whoami"
+PROVENANCE_PATH = "/api/2.0/dxpipe/model-versions/provenance"
 WHOAMI_TIMEOUT_S = 10.0
 
 
@@ -79,16 +80,22 @@ def os_account() -> Identity:
     return Identity(name=name, authenticated=False, source=f"os-account uid {uid}")
 
 
-def _server_identity(tracking_uri: str) -> Identity:
-    import requests
-
-    url = tracking_uri.rstrip("/") + WHOAMI_PATH
-    shown = redact_uri(tracking_uri)
+def _credentials() -> tuple[tuple[str, str] | None, dict[str, str]]:
+    """The basic-auth pair or bearer header MLflow's own client would send."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     auth = (user, password or "") if user else None
     headers = {"Authorization": f"Bearer {token}"} if token and not user else {}
+    return auth, headers
+
+
+def _server_identity(tracking_uri: str) -> Identity:
+    import requests
+
+    url = tracking_uri.rstrip("/") + WHOAMI_PATH
+    shown = redact_uri(tracking_uri)
+    auth, headers = _credentials()
     try:
         response = requests.get(url, auth=auth, headers=headers, timeout=WHOAMI_TIMEOUT_S)
     except requests.exceptions.RequestException as exc:
@@ -139,3 +146,56 @@ def current_identity(tracking_uri: str | None) -> Identity:
     if uri.startswith(("http://", "https://")):
         return _server_identity(uri)
     return os_account()
+
+
+def server_recorded_approver(tracking_uri: str | None, model: str, version: str) -> Identity | None:
+    """Who the shared server recorded as having set `champion` on a version (an approval in the MLflow UI).
+
+    Only a server running the dxpipe app records this, after checking on the server that the user is a
+    reviewer and not an author of the version; the embedded store records nobody, so it returns None there.
+
+    Args:
+        tracking_uri: The resolved tracking URI.
+        model: Registered model name.
+        version: The version the alias points at.
+
+    Returns:
+        The approving reviewer as an authenticated identity, or None when nothing accountable is recorded.
+
+    Raises:
+        IdentityError: The server cannot be reached or rejects the credentials.
+    """
+    uri = tracking_uri or ""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    shown = redact_uri(uri)
+    auth, headers = _credentials()
+    try:
+        response = requests.get(
+            uri.rstrip("/") + PROVENANCE_PATH,
+            params={"name": model, "version": str(version)},
+            auth=auth,
+            headers=headers,
+            timeout=WHOAMI_TIMEOUT_S,
+        )
+    except requests.exceptions.RequestException as exc:
+        raise IdentityError(
+            f"cannot ask the MLflow server at {shown} who approved '{model}' version {version} "
+            f"({type(exc).__name__}); start the server or fix MLFLOW_TRACKING_URI, then retry."
+        ) from exc
+    if response.status_code in (401, 403):
+        raise IdentityError(
+            f"the MLflow server at {shown} did not accept your credentials (HTTP {response.status_code}); "
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your MLflow account."
+        )
+    if response.status_code != 200:
+        return None  # no plugin, or a version the server never saw created: nobody accountable
+    try:
+        name = response.json().get("champion_set_by")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(name, str) or not normalise_name(name):
+        return None
+    return Identity(name=name, authenticated=True, source=f"mlflow-server {shown} (approval in the UI)")

@@ -87,9 +87,10 @@ ERRORS = {
 }
 
 
-def _decision_fields(
+def decision_fields(
     reviewer: Identity, note: str, source: str, evidence: Evidence, decision: Decision, pinned_four_eyes: bool
 ) -> dict[str, Any]:
+    """The log fields every approval records: who, from where, on what evidence and under which rule."""
     return {
         "reviewer": reviewer.name,
         "reviewer_authenticated": reviewer.authenticated,
@@ -220,7 +221,7 @@ def approve(
             )
         pinned = pinned_policy(ctx, records) or PinnedPolicy.of(evidence)
         fields = {
-            **_decision_fields(who, note, source, evidence, decision, pinned.four_eyes),
+            **decision_fields(who, note, source, evidence, decision, pinned.four_eyes),
             "previous_champion": served_champion,
             "reason": remark,
         }
@@ -290,7 +291,7 @@ def rollback(
             )
         pinned = pinned_policy(ctx, records) or PinnedPolicy.of(evidence)
         fields = {
-            **_decision_fields(who, note, source, evidence, decision, pinned.four_eyes),
+            **decision_fields(who, note, source, evidence, decision, pinned.four_eyes),
             "previous_champion": current,
         }
         alias_before = aliases_of(ctx.client, model_name).get(CHAMPION)

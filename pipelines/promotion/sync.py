@@ -1,4 +1,4 @@
-"""`dxpipe sync`: refuse a champion alias set outside dxpipe, finish interrupted promotions, repair drift."""
+"""`dxpipe sync`: decide a champion alias set outside dxpipe, finish interrupted promotions, repair drift."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from pipelines.identity import Identity
+from pipelines.identity import Identity, server_recorded_approver
 from pipelines.mlflow_store import (
     TrackingConfig,
     mlflow_errors,
@@ -29,8 +29,10 @@ from pipelines.promotion.errors import (
     TamperingError,
 )
 from pipelines.promotion.evidence import load_verified
+from pipelines.promotion.pinned import pinned_policy
 from pipelines.promotion.policy import (
     FOUR_EYES,
+    PinnedPolicy,
 )
 from pipelines.promotion.publish import (
     TAG_APPROVAL_SEQ,
@@ -41,7 +43,7 @@ from pipelines.promotion.publish import (
     set_champion_alias,
     tag_version,
 )
-from pipelines.promotion.service import ERRORS
+from pipelines.promotion.service import ERRORS, decision_fields
 from pipelines.registry import (
     CHAMPION,
     aliases_of,
@@ -59,7 +61,9 @@ class SyncResult:
     """What `sync_ui_alias` did.
 
     Attributes:
-        action: "none", "refused" (an alias set outside dxpipe was put back), "repaired" (production, the
+        action: "none", "approved" (an approval made in the MLflow UI of a shared server, checked there and
+            re-decided here on the evidence, was published), "refused" (an alias set outside dxpipe was
+            put back), "repaired" (production, the
             alias or the tags were brought back to the promoted champion) or "recovered" (an interrupted
             promotion was completed or undone).
         message: One line for the user.
@@ -75,9 +79,11 @@ def sync_ui_alias(cfg: TrackingConfig, model_name: str, actor: Identity | None =
     """Reconciles the registry's `champion` alias, the promotion log and the production directory.
 
     - An interrupted promotion is completed or undone first (`recover_locked`).
-    - Alias moved outside dxpipe (MLflow UI or REST API) to version V: refused and put back, whatever V's
-      tags say. The embedded store cannot tell who moved it, so an approval is only ever `dxpipe approve`
-      (authenticated on a shared server). The refusal lists every reason V could not serve anyway.
+    - Alias moved outside dxpipe (MLflow UI or REST API) to version V: on a shared server whose dxpipe app
+      recorded the reviewer who set it (checked there: a reviewer, not an author), the approval is decided
+      as `dxpipe approve` by that reviewer would be, and published when the evidence allows it. Otherwise
+      (the embedded store cannot tell who moved it) it is refused and put back, whatever V's tags say; the
+      refusal lists every reason V could not serve anyway.
     - Alias removed outside dxpipe: put back on the served champion.
     - Production does not serve the champion's registered digest: re-published as a new version.
     - Approval tags missing on the champion: re-applied.
@@ -99,6 +105,33 @@ def sync_ui_alias(cfg: TrackingConfig, model_name: str, actor: Identity | None =
 
         if alias is not None and alias != promoted:
             mv = get_version(ctx.client, model_name, alias)
+            # On a shared server the dxpipe app checked who set the alias (a reviewer, not an author) and
+            # recorded it: such a UI approval is decided like `dxpipe approve` by that reviewer, on the same
+            # evidence and pinned policy, against the champion it replaces.
+            approver = server_recorded_approver(ctx.cfg.tracking_uri, model_name, mv.version)
+            if approver is not None:
+                decision, evidence = decision_for(
+                    ctx, records, mv, approver, champion=promoted, action="approve"
+                )
+                if decision.allowed and evidence is not None:
+                    pinned = pinned_policy(ctx, records) or PinnedPolicy.of(evidence)
+                    note = mv.tags.get("approval.note", "")
+                    fields = {
+                        **decision_fields(approver, note, "ui", evidence, decision, pinned.four_eyes),
+                        "previous_champion": promoted,
+                        "reason": f"approved in the MLflow UI by {approver.name} (checked and recorded by "
+                        "the server); published by sync",
+                    }
+                    record = promote_locked(
+                        ctx, mv, evidence, event="approve", fields=fields, alias_before=alias
+                    )
+                    return SyncResult(
+                        "approved",
+                        f"'{model_name}' version {mv.version}, approved in the MLflow UI by {approver.name}, "
+                        f"now serves as production version {record.production_version} (log entry "
+                        f"{record.seq}).",
+                        record,
+                    )
             decision, evidence = decision_for(ctx, records, mv, who, champion=promoted, action="approve")
             set_champion_alias(ctx, promoted)
             kept = f"version {promoted} keeps serving" if promoted else "no champion is served"

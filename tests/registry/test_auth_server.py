@@ -621,6 +621,53 @@ def test_an_approval_in_the_mlflow_ui_is_checked_and_attributed_by_the_server(
     assert tag_rows == [("alice", False), ("rita", True)]
 
 
+def test_a_ui_approval_checked_by_the_server_is_decided_on_evidence_and_published_by_sync(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    """rita sets champion in the UI; sync, run by another reviewer, publishes it as rita's approval."""
+    from pipelines.promotion.sync import sync_ui_alias
+
+    model, version = registered(server_cfg, fixtures, monkeypatch, "alice")
+    alias = {"name": model, "alias": "champion", "version": version}
+    _ok(auth_server.call("POST", ALIAS, "rita", prefix="/ajax-api/2.0", json=alias))
+    as_user(monkeypatch, "rick")  # whoever runs sync, the approver is the reviewer the server recorded
+    result = sync_ui_alias(server_cfg, model)
+    assert result.action == "approved", result.message
+    assert served_versions(server_cfg, model) == [1]
+    record = log_records(server_cfg, model)[-1]
+    assert (record.event, record.version, record.reviewer, record.reviewer_authenticated, record.source) == (
+        "approve",
+        version,
+        "rita",
+        True,
+        "ui",
+    )
+    assert record.author == "alice"
+    assert sync_ui_alias(server_cfg, model).action == "none"  # registry, log and production agree
+
+
+def test_a_ui_approval_of_a_failed_version_is_refused_by_sync_even_from_a_reviewer(
+    auth_server, server_cfg, fixtures, monkeypatch
+):
+    from pipelines.identity import current_identity
+    from pipelines.promotion.sync import sync_ui_alias
+    from tests.registry.support import BAD, register
+
+    as_user(monkeypatch, "alice")
+    model = f"wdbc-{uuid.uuid4().hex[:8]}"
+    failed = register(
+        server_cfg, fixtures, "bad", BAD, author=current_identity(server_cfg.tracking_uri), model_name=model
+    )
+    assert not failed.passed
+    alias = {"name": model, "alias": "champion", "version": failed.version}
+    _ok(auth_server.call("POST", ALIAS, "rita", prefix="/ajax-api/2.0", json=alias))
+    as_user(monkeypatch, "rick")
+    result = sync_ui_alias(server_cfg, model)
+    assert result.action == "refused", result.message
+    assert served_versions(server_cfg, model) == []
+    assert log_records(server_cfg, model)[-1].event == "refuse"
+
+
 # --- the deployment users run (`make mlflow-server` / `make mlflow-user`) -----------------------------------
 def test_add_user_command_creates_a_reviewer_on_the_running_server(auth_server, capsys):
     from pipelines.registry_server import deploy
