@@ -309,6 +309,11 @@ def test_reviewer_sees_inputs_metrics_report_and_plots_in_a_browser(ui, run, cli
         # to "Model training" once (the browser keeps the choice). The screenshots show that view.
         _wait_for_texts(driver, ["Model training"])
         _click(driver, driver.find_element(By.XPATH, "//*[text()='Model training']"))
+        # The switch is an asynchronous in-app navigation: let it land before opening another page, or it
+        # lands afterwards and replaces that page (seen once in CI).
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(driver, 60).until(lambda d: "workflowType=machine_learning" in d.current_url)
         driver.get(f"{ui}/#/models/{MODEL}/versions/1")
         body = _wait_for_texts(driver, ["reviewer's report", "Gate criteria", "minimum:auc", "Test metrics"])
         assert "re-derives the verdict" in body and "Examples per split" in body
