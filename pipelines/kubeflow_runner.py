@@ -75,7 +75,9 @@ def _wire_runtime_parameters(spec: dict) -> None:
     dag_component = spec["components"][TFX_DAG]
     dag_task = spec["root"]["dag"]["tasks"][TFX_DAG]
     for name, declaration in parameters.items():
-        dag_component.setdefault("inputDefinitions", {}).setdefault("parameters", {})[name] = declaration
+        dag_component.setdefault("inputDefinitions", {}).setdefault("parameters", {})[name] = dict(
+            declaration
+        )
         dag_task.setdefault("inputs", {}).setdefault("parameters", {})[name] = {
             "componentInputParameter": name
         }
@@ -119,7 +121,11 @@ def compile_pipeline(cfg: Config, output: str | Path, target: KubeflowTarget = K
     )
     job_file = output.with_suffix(".json")
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
-        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=target.image),
+        # Spec 2.1: modern parameter declarations and the entrypoint flag that makes it read
+        # `parameterValues` (the only form open-source KFP passes); TFX's default 2.0 form fails there.
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
+            default_image=target.image, use_pipeline_spec_2_1=True
+        ),
         output_dir=str(job_file.parent),
         output_filename=job_file.name,
     )

@@ -40,20 +40,29 @@ def test_kfp_sdk_loads_the_yaml(compiled):
     from kfp import components
 
     component = components.load_component_from_file(str(compiled))
-    tasks = component.pipeline_spec.root.dag.tasks
+    # With the exit handler, TFX nests the pipeline's tasks in the `tfx-dag` sub-DAG.
+    tasks = component.pipeline_spec.components["tfx-dag"].dag.tasks
     assert component.name == "dxpipe-wdbc"
-    assert set(tasks) >= {"CsvExampleGen", "DataGate", "Trainer", "Evaluator", "ServingPusher"}
+    assert set(tasks) >= {
+        "CsvExampleGen",
+        "DataGate",
+        "Trainer",
+        "Evaluator",
+        "RegistryGate",
+        "ServingPusher",
+    }
 
 
 def test_wiring_survives_compilation(compiled):
     spec = yaml.safe_load(compiled.read_text())
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = spec["components"]["tfx-dag"]["dag"]["tasks"]
     assert "DataGate" in tasks["Trainer"]["dependentTasks"]  # nothing trains on rejected data
-    assert "blessed" in tasks["ServingPusher"]["triggerPolicy"]["condition"]  # push only when blessed
+    # Push only what the registry gate passed (its policy requires the Evaluator's blessing).
+    assert "_RegistryGate.verdict" in tasks["ServingPusher"]["triggerPolicy"]["condition"]
     assert all(
         c["container"]["image"] == TARGET.image
         for c in spec["deploymentSpec"]["executors"].values()
         if "container" in c
     )
-    pusher = tasks["ServingPusher"]["inputs"]["parameters"]["base_path"]["runtimeValue"]["constantValue"]
-    assert pusher["stringValue"] == "/mnt/s/wdbc-staging"
+    pusher = tasks["ServingPusher"]["inputs"]["parameters"]["base_path"]["runtimeValue"]["constant"]
+    assert pusher == "/mnt/s/wdbc-staging"
