@@ -6,7 +6,8 @@ runs only when everything before it succeeded. TFX's v2 runner compiles an exit 
 outcome, and receives the DAG's final status (`FinalStatusStr`: KFP's `PipelineTaskFinalStatus` as
 JSON). This handler finds the MLflow run tagged with the pipeline run's `dxpipe_run_id`:
 
-- the DAG failed and a run exists but is still RUNNING (the gate node's pod was killed): it ends FAILED;
+- the DAG failed and the gate node's run exists (still RUNNING because its pod was killed, or ended
+  FINISHED before the push failed): it ends FAILED, with the failure's reason;
 - the DAG failed before the gate node (data gate, Trainer, Evaluator): a run is created and ended
   FAILED, carrying the failing task and KFP's error message, as a local run records it;
 - the DAG succeeded: the gate node already ended its run FINISHED; nothing is written.
@@ -58,7 +59,8 @@ def parse_final_status(text: str) -> FinalStatus:
         raise DxpipeError(f"the exit handler's final_status has no 'state': {text[:200]!r}")
     state = status["state"].upper()
     error = status.get("error") or {}
-    message = str(error.get("message", "")).strip().splitlines()[0] if isinstance(error, dict) else ""
+    lines = str(error.get("message", "")).strip().splitlines() if isinstance(error, dict) else []
+    message = lines[0] if lines else ""
     task = status.get("pipelineTaskName") or ""
     if state == SUCCEEDED:
         return FinalStatus(state, "FINISHED", "", str(status.get("pipelineJobResourceName", "")))
@@ -102,19 +104,19 @@ def finish_pipeline_run(tracking_json: str, experiment: str, run_id: str, final:
             client.search_runs(
                 [found.experiment_id],
                 filter_string=f"tags.`{RUN_ID_TAG}` = '{_quoted(run_id)}'",
-                max_results=5,
+                max_results=1,
             )
             if found is not None
             else []
         )
-        for run in runs:
-            if run.info.status == "RUNNING":
-                for key, value in tags.items():
-                    client.set_tag(run.info.run_id, key, value)
-                client.set_terminated(run.info.run_id, final.mlflow_status)
-                return run.info.run_id
         if runs:
-            return None  # the gate node ended its run itself (it failed there and said why)
+            # The gate node's run: still RUNNING (its pod was killed), or ended FINISHED by the node
+            # before a later task (the push) failed. Either way the pipeline run failed.
+            run = runs[0]
+            for key, value in tags.items():
+                client.set_tag(run.info.run_id, key, value)
+            client.set_terminated(run.info.run_id, final.mlflow_status)
+            return run.info.run_id
     session = tracking.open_session(
         cfg,
         experiment,
