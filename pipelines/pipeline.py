@@ -308,6 +308,13 @@ def evaluation_and_push_nodes(
     return [*baseline_nodes, evaluator, gate, pusher]
 
 
+def _data_nodes(nodes: list) -> tuple | None:
+    """(StatisticsGen, ImportSchemaGen, ExampleValidator) among `nodes`, for the run's data reports."""
+    by_id = {node.id: node for node in nodes}
+    found = tuple(by_id.get(name) for name in ("StatisticsGen", "ImportSchemaGen", "ExampleValidator"))
+    return None if None in found else found
+
+
 def create_pipeline(
     cfg: Config,
     *,
@@ -352,7 +359,12 @@ def create_pipeline(
             components=[
                 *nodes,
                 *evaluation_and_push_nodes(
-                    cfg, example_gen, trainer, baseline_model_uri, builtin_resolver_only
+                    cfg,
+                    example_gen,
+                    trainer,
+                    baseline_model_uri,
+                    builtin_resolver_only,
+                    _data_nodes(nodes),
                 ),
             ],
             enable_cache=enable_cache,
