@@ -233,7 +233,11 @@ def run_pipeline(
     run_id = run_id or new_run_id()
     with (
         # Without an open MLflow run bound by `run_tracked`, the RegistryGate node opens its own.
-        contextlib.nullcontext() if is_bound(run_id) else bind_run(run_id, str(paths.metadata)),
+        (
+            contextlib.nullcontext()
+            if is_bound(run_id)
+            else bind_run(run_id, str(paths.metadata), tracking=cfg.tracking_config())
+        ),
         _timed_launches(emit) as timings,
         beam_patches.no_tfx_sdist_for_direct_runner(cfg.beam.runner),
         beam_patches.memoized_dofn_introspection(),

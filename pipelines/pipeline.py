@@ -231,6 +231,13 @@ def run_id_parameter() -> data_types.RuntimeParameter:
     return data_types.RuntimeParameter(name=RUN_ID_PARAMETER, ptype=str)
 
 
+def _run_params(cfg: Config) -> dict[str, str]:
+    """The config as the MLflow run's params; URIs redacted (execution parameters are stored in MLMD)."""
+    from pipelines.redact import redact_uri
+
+    return {k: redact_uri(v) if k.endswith(("_uri", ".uri")) else v for k, v in flatten(cfg).items()}
+
+
 def registry_gate_node(cfg: Config, example_gen, trainer, evaluator, baseline_model, data_nodes=None):
     """Returns the RegistryGate node: tracking, registration and the registry gate, bound to MLflow.
 
@@ -262,7 +269,7 @@ def registry_gate_node(cfg: Config, example_gen, trainer, evaluator, baseline_mo
         pipeline_name=cfg.pipeline_name,
         gate_policy=json.dumps(cfg.gate_policy().to_dict(), sort_keys=True),
         tracking=tracking_json(cfg.tracking_config()),
-        run_params=json.dumps(flatten(cfg), sort_keys=True),
+        run_params=json.dumps(_run_params(cfg), sort_keys=True),
         run_id=run_id_parameter(),
         executor_class=MlflowRegistryGateExecutor,
         **reports,

@@ -39,6 +39,8 @@ class RunBinding:
         run_id: The TFX pipeline run id.
         metadata_path: The run's ML Metadata SQLite file (for execution ids); None when there is none.
         run: The open `pipelines.tracking.TrackedRun`; None lets the node open its own.
+        tracking: The tracking settings for a run the node opens itself (the runner's, credentials
+            included); None reads them from the node's `tracking` parameter.
         version: The `RegisteredVersion` the node produced (filled by the node).
         outputs: The `PipelineOutputs` the node gated (filled by the node).
     """
@@ -46,6 +48,7 @@ class RunBinding:
     run_id: str
     metadata_path: str | None = None
     run: Any = None
+    tracking: TrackingConfig | None = None
     version: Any = None
     outputs: PipelineOutputs | None = None
 
@@ -55,9 +58,11 @@ _LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def bind_run(run_id: str, metadata_path: str | None = None, run: Any = None) -> Iterator[RunBinding]:
+def bind_run(
+    run_id: str, metadata_path: str | None = None, run: Any = None, tracking: TrackingConfig | None = None
+) -> Iterator[RunBinding]:
     """Lends the RegistryGate node of pipeline run `run_id` (in this process) a metadata store and run."""
-    binding = RunBinding(run_id, metadata_path, run)
+    binding = RunBinding(run_id, metadata_path, run, tracking)
     with _LOCK:
         _BINDINGS[run_id] = binding
     try:
@@ -174,7 +179,8 @@ class MlflowRegistryGateExecutor(RegistryGateExecutor):
             binding.version = version
             return _record(version, run_id, binding.run.run_id)
 
-        cfg = dataclasses.replace(tracking_from_json(params["tracking"]), worker_process=False)
+        settings = binding.tracking if binding is not None and binding.tracking is not None else None
+        cfg = dataclasses.replace(settings or tracking_from_json(params["tracking"]), worker_process=False)
         tags = {
             "tfx.pipeline_name": pipeline_name,
             RUN_ID_TAG: run_id,

@@ -138,3 +138,19 @@ def test_kfp_sdk_loads_the_spec_with_exit_handler(kfp_spec, tmp_path):
     path.write_text(yaml.safe_dump(kfp_spec))
     component = components.load_component_from_file(str(path))
     assert set(component.pipeline_spec.root.dag.tasks) == {TFX_DAG, EXIT_HANDLER_ID}
+
+
+def test_no_credentials_reach_the_compiled_node_parameters(default_cfg, tmp_path):
+    """Execution parameters are stored in ML Metadata and the spec: a password in the URI stays out."""
+    import dataclasses
+
+    from tfx.dsl.compiler import compiler
+
+    cfg = dataclasses.replace(
+        default_cfg, tracking={"tracking_uri": "https://alice:s3cret@mlflow.example.org"}
+    )
+    pipeline = create_pipeline(cfg, pipeline_root=str(tmp_path), input_base=str(tmp_path), source_name="wdbc")
+    ir = str(compiler.Compiler().compile(pipeline))
+    assert "mlflow.example.org" in ir and "s3cret" not in ir
+    spec = compile_pipeline(cfg, tmp_path / "kfp" / "wdbc.yaml", KubeflowTarget()).read_text()
+    assert "s3cret" not in spec and "s3cret" not in (tmp_path / "kfp" / "wdbc.json").read_text()
