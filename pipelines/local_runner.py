@@ -333,13 +333,11 @@ def run_tracked(
             raise
         # This run's own outputs, by its own run id: never "the most recent run" of the pipeline.
         outputs = collect_outputs(str(paths.metadata), cfg.pipeline_name, run_id=run_id)
+        # The push follows the RegistryGate node, so its outcome is added to the run here.
+        pushed = {"tfx.pushed": str(bool(outputs.pushed)).lower()}
         if outputs.pushed and outputs.pushed_version:
-            run.call(
-                "log_outputs",
-                "recording the staging push",
-                tracking.set_run_tags,
-                {registry.TAG_STAGING_VERSION: outputs.pushed_version},
-            )
+            pushed[registry.TAG_STAGING_VERSION] = outputs.pushed_version
+        run.call("log_outputs", "recording the staging push", tracking.set_run_tags, pushed)
         intervals = None
         if cfg.data.kind == "image":
             from pipelines.image_report import log_image_report  # Bootstrap intervals, confident errors.

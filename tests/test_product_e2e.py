@@ -78,6 +78,11 @@ def test_run_is_tracked_registered_and_gated(first, client, workdir):
     assert version.tags["gate.compared_with"] == "none (no champion yet)"
     staging = list_versions(workdir / "serving" / "wdbc-staging")
     assert len(staging) == 1 and not (workdir / "serving" / "wdbc" / "1").exists()
+    # The push follows the registry gate's verdict; its outcome is recorded on the same run.
+    run = client.get_run(run.info.run_id)
+    assert run.data.tags["tfx.pushed"] == "true" and run.data.tags["serving.staging_version"] == str(
+        staging[0]
+    )
 
 
 def as_os_user(monkeypatch, name: str) -> None:
