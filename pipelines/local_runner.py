@@ -296,7 +296,6 @@ def run_tracked(
     from pipelines import registry, tracking
     from pipelines.config import flatten
     from pipelines.mlflow_mlmd import collect_outputs
-    from pipelines.registry_executor import bind_run
 
     tracking_cfg = cfg.tracking_config()
     paths = Paths.for_config(cfg)
@@ -310,8 +309,10 @@ def run_tracked(
         workdir_lock(paths.workdir),
         tracking.pipeline_run(tracking_cfg, cfg.pipeline_name, flatten(cfg), tags) as run,
     ):
-        # Importing TFX takes long enough for the worker to open the run meanwhile.
+        # Importing TFX takes long enough for the worker to open the run meanwhile (so nothing that
+        # imports TFX is imported before the worker starts).
         import pipelines.pipeline  # noqa: F401
+        from pipelines.registry_executor import bind_run
 
         champion_uri = run.call(
             "champion", "reading the champion", registry.champion_in_session, cfg.model_name
