@@ -24,6 +24,7 @@ import asyncio
 import collections
 import dataclasses
 import http
+import itertools
 import logging
 import ssl
 import time
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Callable
 
 import httptools
 
+from serving import chunksize
 from serving.jsonio import encode_text, quote
 
 log = logging.getLogger("dxpipe.serving")
@@ -116,6 +118,14 @@ class _ProtocolError(Exception):
         self.message = message
 
 
+def _framing(headers: dict[str, str]) -> int:
+    # Heads that reach the handler passed on_headers_complete: Transfer-Encoding is exactly "chunked" and
+    # llhttp validated Content-Length.
+    if "transfer-encoding" in headers:
+        return chunksize.CHUNKED
+    return int(headers.get("content-length") or 0)
+
+
 def _path_of(target: str) -> str:
     # Request target: origin-form (/path?query), absolute-form (http://host/path), or '*'.
     if target.startswith(("http://", "https://")):
@@ -143,6 +153,13 @@ class HttpProtocol(asyncio.Protocol):
         self._failure: _ProtocolError | None = None  # answered once the requests before it are
         self._peer = ""
         self._idle_since = 0.0
+        self._max_size_digits = chunksize.max_size_digits(self._limits.max_body_bytes)
+        # Chunk-size lines are followed (serving/chunksize.py) only on reads where a chunked head ended or a
+        # chunked body is open: `_watch` says so, `_chunked` holds the open body's follower, `_tail` the last
+        # bytes of a head that spans reads.
+        self._watch = False
+        self._chunked: chunksize.ChunkedBody | None = None
+        self._tail = b""
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -192,6 +209,9 @@ class HttpProtocol(asyncio.Protocol):
         if not self._received:
             # The head is incomplete: llhttp buffers a header line until it ends, so its size is bounded here.
             self._head_bytes += len(data)
+        # Where the stream stood before this read, for the chunk-size check (cheap between requests).
+        start = self._stream_position() if self._in_message else None
+        queued = len(self._queue)
         try:
             self._parser.feed_data(data)
             if not self._received and self._head_bytes > self._limits.max_header_bytes:
@@ -211,11 +231,48 @@ class HttpProtocol(asyncio.Protocol):
             self._failure = _ProtocolError(0, "")
         except httptools.HttpParserError as exc:
             self._failure = _ProtocolError(400, f"Malformed HTTP request: {exc}")
+        if self._watch:
+            self._check_chunk_sizes(data, start, queued)
+        if self._in_message and not self._received:
+            self._tail = (self._tail + data)[-3:]
         if self._failure is not None or (
             self._queue and (self._queued_bytes > self._limits.max_pipelined_bytes or len(self._queue) > 64)
         ):
             self._pause_reading()
         self._next()
+
+    def _stream_position(self) -> chunksize.Start:
+        if self._chunked is not None:
+            return chunksize.in_chunked(self._chunked)
+        if not self._received:
+            return chunksize.in_head(self._tail)
+        return chunksize.in_body(int(self._headers.get("content-length") or 0) - self._body_bytes)
+
+    def _check_chunk_sizes(self, data: bytes, start: chunksize.Start | None, queued: int) -> None:
+        """Follows this read's chunk-size lines; a bad one fails the connection before its request is handled.
+
+        Runs after llhttp accepted the read and before `_next` hands any request to the handler, so a request
+        that llhttp completed behind a bad size line is taken back off the queue.
+        """
+        heads = [_framing(request.headers) for request, _, _ in itertools.islice(self._queue, queued, None)]
+        if self._in_message and self._received and self._failure is None:
+            heads.append(_framing(self._headers))  # the head of a request whose body is still arriving
+        if start is None:
+            start = chunksize.between()
+        elif start.tail is None:
+            # The read began in a body: that request's head ended in an earlier read.
+            heads = heads[1:] if len(self._queue) > queued else []
+        try:
+            self._chunked = chunksize.follow(data, start, heads, self._max_size_digits)
+        except chunksize.ChunkSizeError as exc:
+            self._chunked = None
+            keep = queued + exc.completed
+            while len(self._queue) > keep:
+                request, _, held = self._queue.pop()
+                self._queued_bytes -= len(request.body)
+                self._release(held)
+            self._failure = _ProtocolError(400, exc.message)
+        self._watch = self._chunked is not None
 
     def eof_received(self) -> bool | None:
         """Keeps a half-closed connection open while its requests are answered."""
@@ -236,10 +293,15 @@ class HttpProtocol(asyncio.Protocol):
             raise _ProtocolError(431, "Request header fields too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """One header line, already split and validated by llhttp."""
+        """One header line (or trailer line of a chunked body), already split and validated by llhttp."""
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self._limits.max_header_bytes:
             raise _ProtocolError(431, "Request header fields too large")
+        if self._received:
+            # A trailer: counted against the header limit, never merged into the headers (RFC 9110 6.5.1),
+            # or a trailer could set what a proxy in front checked in the head (Authorization,
+            # Content-Encoding).
+            return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         if key == "host":
@@ -262,6 +324,8 @@ class HttpProtocol(asyncio.Protocol):
                 "HTTP/1.1 requests need exactly one Host header"
                 + ("" if self._host_count else " (none sent)"),
             )
+        if self._te_count:
+            self._watch = True  # follow this body's chunk-size lines (`_check_chunk_sizes`)
         if self._te_count and (
             self._te_count > 1 or headers["transfer-encoding"].strip().lower() != "chunked"
         ):
