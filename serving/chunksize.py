@@ -20,14 +20,10 @@ byte.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-# Hex digit values by byte; -1 for any other byte.
-_HEX = [-1] * 256
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX[_c] = _i
-for _i, _c in enumerate(b"ABCDEF"):
-    _HEX[_c] = 10 + _i
+_HEX_RUN = re.compile(rb"[0-9A-Fa-f]*")
 
 CHUNKED = -1
 """The framing of a request with `Transfer-Encoding: chunked` (otherwise the framing is its Content-Length)."""
@@ -108,18 +104,18 @@ class ChunkedBody:
                     self._state = _SIZE
                     self._digits = self._size = 0
             elif state == _SIZE:
-                value = _HEX[data[pos]]
-                if value < 0:
+                digits = _HEX_RUN.match(data, pos, min(end, pos + self._max_digits + 1 - self._digits)).end()
+                if digits > pos:
+                    self._digits += digits - pos
+                    if self._digits > self._max_digits:
+                        raise ChunkSizeError(
+                            f"A chunk size has more than {self._max_digits} hex digits: send chunk sizes "
+                            "without leading zeros (a chunk cannot be larger than the body limit anyway)"
+                        )
+                    self._size = (self._size << (4 * (digits - pos))) + int(data[pos:digits], 16)
+                    pos = digits
+                if pos < end:
                     self._state = _SIZE_LINE  # an extension or the line's CRLF: llhttp checks them
-                    continue
-                self._digits += 1
-                if self._digits > self._max_digits:
-                    raise ChunkSizeError(
-                        f"A chunk size has more than {self._max_digits} hex digits: send chunk sizes without "
-                        "leading zeros (a chunk cannot be larger than the body limit anyway)"
-                    )
-                self._size = self._size * 16 + value
-                pos += 1
             elif state == _SIZE_LINE:
                 newline = data.find(b"\n", pos)
                 if newline < 0:

@@ -209,8 +209,8 @@ class HttpProtocol(asyncio.Protocol):
         if not self._received:
             # The head is incomplete: llhttp buffers a header line until it ends, so its size is bounded here.
             self._head_bytes += len(data)
-        # Where the stream stood before this read, for the chunk-size check (cheap between requests).
-        start = self._stream_position() if self._in_message else None
+        # Where the stream stood before this read, for the chunk-size check (nothing to note between requests).
+        mark = self._in_message and (self._received, self._body_bytes, self._headers)
         queued = len(self._queue)
         try:
             self._parser.feed_data(data)
@@ -232,7 +232,7 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._failure = _ProtocolError(400, f"Malformed HTTP request: {exc}")
         if self._watch:
-            self._check_chunk_sizes(data, start, queued)
+            self._check_chunk_sizes(data, mark, queued)
         if self._in_message and not self._received:
             self._tail = (self._tail + data)[-3:]
         if self._failure is not None or (
@@ -241,14 +241,7 @@ class HttpProtocol(asyncio.Protocol):
             self._pause_reading()
         self._next()
 
-    def _stream_position(self) -> chunksize.Start:
-        if self._chunked is not None:
-            return chunksize.in_chunked(self._chunked)
-        if not self._received:
-            return chunksize.in_head(self._tail)
-        return chunksize.in_body(int(self._headers.get("content-length") or 0) - self._body_bytes)
-
-    def _check_chunk_sizes(self, data: bytes, start: chunksize.Start | None, queued: int) -> None:
+    def _check_chunk_sizes(self, data: bytes, mark: tuple | bool, queued: int) -> None:
         """Follows this read's chunk-size lines; a bad one fails the connection before its request is handled.
 
         Runs after llhttp accepted the read and before `_next` hands any request to the handler, so a request
@@ -257,11 +250,17 @@ class HttpProtocol(asyncio.Protocol):
         heads = [_framing(request.headers) for request, _, _ in itertools.islice(self._queue, queued, None)]
         if self._in_message and self._received and self._failure is None:
             heads.append(_framing(self._headers))  # the head of a request whose body is still arriving
-        if start is None:
+        if not mark:
             start = chunksize.between()
-        elif start.tail is None:
+        elif not mark[0]:
+            start = chunksize.in_head(self._tail)
+        else:
             # The read began in a body: that request's head ended in an earlier read.
             heads = heads[1:] if len(self._queue) > queued else []
+            if self._chunked is not None:
+                start = chunksize.in_chunked(self._chunked)
+            else:
+                start = chunksize.in_body(int(mark[2].get("content-length") or 0) - mark[1])
         try:
             self._chunked = chunksize.follow(data, start, heads, self._max_size_digits)
         except chunksize.ChunkSizeError as exc:
