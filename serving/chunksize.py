@@ -15,7 +15,7 @@ first empty line (llhttp refuses bare LF), empty lines between requests are skip
 body with `Content-Length: n` is n bytes, and a chunked body is size lines, data plus CRLF, the last chunk,
 trailer lines and an empty line. Everything else about a size line (hex only, extension syntax, CRLF) is
 llhttp's check; this module only counts digits and finds line ends, so it can be split across reads at any
-byte.
+byte. (The caller does not follow bytes of a request llhttp refused in the same read.)
 """
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ def max_size_digits(max_body_bytes: int) -> int:
         The digit bound: `max(8, digits of the limit in hex)`.
     """
     return max(8, len(f"{max_body_bytes:x}"))
+
+
+def _too_many(limit: int) -> str:
+    return (
+        f"A chunk size has more than {limit} hex digits: send chunk sizes without leading zeros "
+        "(a chunk cannot be larger than the body limit anyway)"
+    )
 
 
 class ChunkSizeError(ValueError):
@@ -94,8 +101,31 @@ class ChunkedBody:
             ChunkSizeError: A size line has more than `max_digits` hex digits.
         """
         end = len(data)
+        limit = self._max_digits
         while pos < end:
             state = self._state
+            if state == _SIZE and not self._digits:
+                newline = data.find(b"\n", pos)
+                if newline >= 0:  # the common case: a whole size line in this read
+                    # llhttp accepted the line: hex digits, then an extension (";...") or CRLF.
+                    semicolon = data.find(b";", pos, newline)
+                    digits = (semicolon if semicolon >= 0 else newline - 1) - pos
+                    if digits > limit:
+                        raise ChunkSizeError(_too_many(limit))
+                    try:
+                        size = int(data[pos : pos + digits], 16) if digits > 0 else 0
+                    except ValueError:  # not accepted by llhttp after all: it is failing this request
+                        raise ChunkSizeError("Malformed chunk size") from None
+                    pos = newline + 1
+                    if not size:
+                        self._state = _TRAILER
+                        self._line = 0
+                    elif pos + size + 2 <= end:
+                        pos += size + 2  # the chunk's data and CRLF are in this read too
+                    else:
+                        self._state = _DATA
+                        self._left = size + 2
+                    continue
             if state == _DATA:
                 take = min(self._left, end - pos)
                 pos += take
@@ -104,14 +134,11 @@ class ChunkedBody:
                     self._state = _SIZE
                     self._digits = self._size = 0
             elif state == _SIZE:
-                digits = _HEX_RUN.match(data, pos, min(end, pos + self._max_digits + 1 - self._digits)).end()
+                digits = _HEX_RUN.match(data, pos, min(end, pos + limit + 1 - self._digits)).end()
                 if digits > pos:
                     self._digits += digits - pos
-                    if self._digits > self._max_digits:
-                        raise ChunkSizeError(
-                            f"A chunk size has more than {self._max_digits} hex digits: send chunk sizes "
-                            "without leading zeros (a chunk cannot be larger than the body limit anyway)"
-                        )
+                    if self._digits > limit:
+                        raise ChunkSizeError(_too_many(limit))
                     self._size = (self._size << (4 * (digits - pos))) + int(data[pos:digits], 16)
                     pos = digits
                 if pos < end:

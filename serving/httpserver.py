@@ -247,6 +247,8 @@ class HttpProtocol(asyncio.Protocol):
         Runs after llhttp accepted the read and before `_next` hands any request to the handler, so a request
         that llhttp completed behind a bad size line is taken back off the queue.
         """
+        if self._failure is not None and len(self._queue) == queued:
+            return  # llhttp refused the request this read was part of: its own error stands
         heads = [_framing(request.headers) for request, _, _ in itertools.islice(self._queue, queued, None)]
         if self._in_message and self._received and self._failure is None:
             heads.append(_framing(self._headers))  # the head of a request whose body is still arriving
