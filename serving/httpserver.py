@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import email.utils
 import http
 import itertools
 import logging
@@ -174,6 +175,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._received = 0.0
+        self._http10 = False
 
     # -------------------------------------------------------------------------------------- asyncio API
 
@@ -316,6 +318,7 @@ class HttpProtocol(asyncio.Protocol):
         """Checks what llhttp leaves to the server, before any of the body is read."""
         self._received = time.perf_counter()
         version = self._parser.get_http_version()
+        self._http10 = version == "1.0"
         if version not in ("1.1", "1.0"):
             raise _ProtocolError(505, f"HTTP version {version} is not supported; use HTTP/1.1")
         headers = self._headers
@@ -393,7 +396,10 @@ class HttpProtocol(asyncio.Protocol):
             self._received,
             self._peer,
         )
-        self._queue.append((request, self._parser.should_keep_alive(), held))
+        keep_alive = self._parser.should_keep_alive()
+        # An HTTP/1.0 client keeps the connection only if the answer says so (as libevent, under TF Serving,
+        # does): 2 marks that case for `_send`.
+        self._queue.append((request, 2 if keep_alive and self._http10 else keep_alive, held))
         self._queued_bytes += len(body)
         self._reset_message()
 
@@ -462,15 +468,18 @@ class HttpProtocol(asyncio.Protocol):
             response = json_error(500, "Internal error")
         self._send(response, keep_alive, head_only)
 
-    def _send(self, response: Response, keep_alive: bool, head_only: bool = False) -> None:
+    def _send(self, response: Response, keep_alive: bool | int, head_only: bool = False) -> None:
         transport = self._transport
         self._busy = False
         self._release(self._answering_bytes)
         self._answering_bytes = 0
         if transport is None or transport.is_closing():
             return
-        keep_alive = keep_alive and not self._server.draining
-        head = [f"HTTP/1.1 {response.status} {_reason(response.status)}\r\n"]
+        if self._server.draining:
+            keep_alive = False
+        # Date: RFC 9110 6.6.1 (a server with a clock sends it; TF Serving's libevent does), from the sweeper's
+        # clock, so no response formats a date.
+        head = [f"HTTP/1.1 {response.status} {_reason(response.status)}\r\nDate: {self._server.date}\r\n"]
         if response.content_type is not None:
             head.append(f"Content-Type: {response.content_type}\r\n")
         for name, value in response.headers:
@@ -478,6 +487,8 @@ class HttpProtocol(asyncio.Protocol):
         head.append(f"Content-Length: {len(response.body)}\r\n")
         if not keep_alive:
             head.append("Connection: close\r\n")
+        elif keep_alive == 2:
+            head.append("Connection: keep-alive\r\n")
         head.append("\r\n")
         data = "".join(head).encode("latin-1")
         if head_only or not response.body:
@@ -529,6 +540,7 @@ class HttpServer:
         self.connections: set[HttpProtocol] = set()
         self.inflight_bytes = 0  # request-body bytes held by all connections (max_inflight_body_bytes)
         self.draining = False
+        self.date = email.utils.formatdate(usegmt=True)  # refreshed every half second by the sweeper
         self.on_response = on_response or (lambda: None)
         self.on_tick = on_tick or (lambda: None)
         self._server: asyncio.base_events.Server | None = None
@@ -546,6 +558,7 @@ class HttpServer:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(0.5)
+            self.date = email.utils.formatdate(usegmt=True)
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.expire(now)

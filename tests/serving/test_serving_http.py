@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
 import gzip
 import json
 import socket
@@ -85,6 +87,28 @@ def test_http10_and_connection_close(server):
         sock.sendall(request("GET", "/v1/models/half_plus_two", headers="Connection: close\r\n"))
         assert read_response(sock)[0] == 200
         assert is_closed(sock)
+
+
+def test_http10_keep_alive_is_confirmed_in_the_answer(server):
+    # An HTTP/1.0 client reuses the connection only if the answer says "Connection: keep-alive".
+    with connect(server) as sock:
+        leftover = bytearray()
+        for _ in range(2):
+            sock.sendall(b"GET /v1/models/half_plus_two HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, _, leftover = read_response(sock, leftover)
+            assert status == 200
+            assert headers["connection"] == "keep-alive"
+
+
+def test_every_answer_carries_a_date(server):
+    # RFC 9110 6.6.1: an origin server with a clock sends Date (TF Serving's libevent does), errors included.
+    for raw in (request("GET", "/v1/models/half_plus_two"), request("GET", "/v1/nope"), b"GARBAGE\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(raw)
+            _, headers, _, _ = read_response(sock)
+        sent = email.utils.parsedate_to_datetime(headers["date"])
+        assert sent.tzinfo is not None
+        assert abs((datetime.datetime.now(datetime.timezone.utc) - sent).total_seconds()) < 5
 
 
 def test_chunked_body_and_expect_continue(server):
