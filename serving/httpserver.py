@@ -550,6 +550,8 @@ class HttpServer:
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Starts listening (HTTPS with `ssl_context`); returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
+        # Not the date of construction: loading the models may have taken a while.
+        self.date = email.utils.formatdate(usegmt=True)
         self._server = await loop.create_server(
             lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024, ssl=ssl_context
         )
