@@ -2,9 +2,9 @@
 
 llhttp (`httptools`) reads a chunk size with any number of hex digits as long as the value fits in 64 bits,
 so `000…0154` with 60 zeros frames a 340-byte chunk. RFC 9112 allows that, but a proxy in front may not read
-it the same way: some cap the digits and refuse, some keep only the first 8 or 16 and take the rest for an
-extension, some overflow a 32-bit size. Where two parsers disagree on where a body ends, a request can be
-smuggled past the proxy. So this server refuses a size line with more than `max_size_digits` hex digits.
+it the same way: a parser with a fixed budget of digits may refuse the line, stop reading it early or
+overflow. Where two parsers disagree on where a body ends, a request can be smuggled past the proxy. So this
+server refuses a size line with more than `max_size_digits` hex digits.
 
 httptools exposes neither the raw size line nor the offset where a body starts, so this module follows the
 connection's byte stream itself. It runs only on reads in which a chunked request's head completed, or while
