@@ -265,7 +265,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._chunked is not None:
                 start = chunksize.in_chunked(self._chunked)
             else:
-                start = chunksize.in_body(int(mark[2].get("content-length") or 0) - mark[1])
+                start = chunksize.in_body(max(0, int(mark[2].get("content-length") or 0) - mark[1]))
         try:
             self._chunked = chunksize.follow(data, start, heads, self._max_size_digits)
         except chunksize.ChunkSizeError as exc:
