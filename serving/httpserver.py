@@ -4,13 +4,13 @@ Framing is llhttp's: Node.js's parser, hardened by years of request-smuggling re
 hex, bare LF, NUL and obs-fold are refused, `Content-Length` together with `Transfer-Encoding` or twice is
 refused). On top of it this module adds only what a REST port in front of a clinic needs and llhttp leaves to
 the server: `Host` is required on HTTP/1.1, `Transfer-Encoding` must be exactly `chunked` (anything else, such
-as `gzip, chunked`, would be a coding nobody here decodes), a chunk size may have at most 8 hex digits
-(`serving/chunksize.py`: llhttp reads any number of leading zeros), trailer fields are dropped rather than
-merged into the headers, versions other than 1.0 and 1.1 get 505, limits on header and body size, gzip request
-bodies decompressed under a size cap (so a zip bomb is refused), a deadline for receiving a request, an idle
-timeout, and back-pressure in both directions. Keep-alive and pipelining (answers in order), `Expect:
-100-continue` and `HEAD` work as in any HTTP/1.1 server. Protocol errors are answered with a JSON `{"error":
-...}` and the connection is closed; a request that fails framing never reaches the handler.
+as `gzip, chunked`, would be a coding nobody here decodes) and is refused on HTTP/1.0, a chunk size may have
+at most 8 hex digits (`serving/chunksize.py`: llhttp reads any number of leading zeros), trailer fields are
+dropped rather than merged into the headers, versions other than 1.0 and 1.1 get 505, limits on header and
+body size, gzip request bodies decompressed under a size cap (so a zip bomb is refused), a deadline for
+receiving a request, an idle timeout, and back-pressure in both directions. Keep-alive and pipelining (answers
+in order), `Expect: 100-continue` and `HEAD` work as in any HTTP/1.1 server. Protocol errors are answered with
+a JSON `{"error": ...}` and the connection is closed; a request that fails framing never reaches the handler.
 
 httptools was measured against h11 and aiohttp's parser (`python -m bench.serving.parsers`, BENCHMARKS.md) and
 is both the fastest and the strictest of the three (h11 takes a bare LF as a line end).
@@ -331,6 +331,13 @@ class HttpProtocol(asyncio.Protocol):
             )
         if self._te_count:
             self._watch = True  # follow this body's chunk-size lines (`_check_chunk_sizes`)
+            if self._http10:
+                # RFC 9112 6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is faulty; a proxy that frames
+                # it by Content-Length or by the connection's end would read a different body.
+                raise _ProtocolError(
+                    400,
+                    "Transfer-Encoding is not allowed in an HTTP/1.0 request: send Content-Length, or use HTTP/1.1",
+                )
         if self._te_count and (
             self._te_count > 1 or headers["transfer-encoding"].strip().lower() != "chunked"
         ):

@@ -208,6 +208,12 @@ def handled(server, monkeypatch):
             id="te-gzip-only",
         ),
         pytest.param(
+            b"POST /v1/models/x:predict HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            400,
+            id="te-on-http10",
+        ),
+        pytest.param(
             b"POST /v1/models/x:predict HTTP/1.1\r\nHost: x\r\nX-A: a\nTransfer-Encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n0\r\n\r\n",
             400,
