@@ -1,10 +1,10 @@
-"""Chunk-size lines read strictly: the one framing rule llhttp leaves lenient.
+"""Chunk-size lines read strictly, where llhttp is lenient: their number of digits and their length.
 
 llhttp (`httptools`) reads a chunk size with any number of hex digits as long as the value fits in 64 bits,
 so `000…0154` with 60 zeros frames a 340-byte chunk. RFC 9112 allows that, but a proxy in front may not read
 it the same way: a parser with a fixed budget of digits may refuse the line, stop reading it early or
 overflow. Where two parsers disagree on where a body ends, a request can be smuggled past the proxy. So this
-server refuses a size line with more than `max_size_digits` hex digits.
+server refuses a size line with more than `max_size_digits` hex digits (and one longer than `MAX_SIZE_LINE`).
 
 httptools exposes neither the raw size line nor the offset where a body starts, so this module follows the
 connection's byte stream itself. It runs only on reads in which a chunked request's head completed, or while
@@ -27,6 +27,10 @@ _HEX_RUN = re.compile(rb"[0-9A-Fa-f]*")
 
 CHUNKED = -1
 """The framing of a request with `Transfer-Encoding: chunked` (otherwise the framing is its Content-Length)."""
+
+MAX_SIZE_LINE = 4096
+"""The longest chunk-size line, extensions included (bytes before its LF). llhttp streams extensions without a
+bound, so without this a client could send endless extension bytes that count against no limit."""
 
 # Chunk-size parsing states.
 _SIZE, _SIZE_LINE, _DATA, _TRAILER = range(4)
@@ -56,8 +60,15 @@ def _too_many(limit: int) -> str:
     )
 
 
+def _too_long() -> str:
+    return (
+        f"A chunk-size line is longer than {MAX_SIZE_LINE} bytes (its extensions): send chunks without "
+        "extensions, which this server ignores"
+    )
+
+
 class ChunkSizeError(ValueError):
-    """A chunk-size line has too many digits.
+    """A chunk-size line has too many digits or is too long.
 
     Attributes:
         message: What was wrong and how to send it instead.
@@ -85,7 +96,7 @@ class ChunkedBody:
         self._digits = 0  # hex digits of the current size line so far
         self._size = 0
         self._left = 0  # chunk data plus its CRLF still to come
-        self._line = 0  # bytes of the current trailer line so far
+        self._line = 0  # bytes of the current size or trailer line so far
 
     def feed(self, data: bytes, pos: int = 0) -> int:
         """Follows the body through `data[pos:]`.
@@ -98,7 +109,8 @@ class ChunkedBody:
             The offset in `data` just after the body's end, or -1 if the body goes on past `data`.
 
         Raises:
-            ChunkSizeError: A size line has more than `max_digits` hex digits.
+            ChunkSizeError: A size line has more than `max_digits` hex digits, or is longer than
+                `MAX_SIZE_LINE`.
         """
         end = len(data)
         limit = self._max_digits
@@ -107,6 +119,8 @@ class ChunkedBody:
             if state == _SIZE and not self._digits:
                 newline = data.find(b"\n", pos)
                 if newline >= 0:  # the common case: a whole size line in this read
+                    if newline - pos > MAX_SIZE_LINE:
+                        raise ChunkSizeError(_too_long())
                     # llhttp accepted the line: hex digits, then an extension (";...") or CRLF.
                     semicolon = data.find(b";", pos, newline)
                     digits = (semicolon if semicolon >= 0 else newline - 1) - pos
@@ -132,10 +146,11 @@ class ChunkedBody:
                 self._left -= take
                 if not self._left:
                     self._state = _SIZE
-                    self._digits = self._size = 0
+                    self._digits = self._size = self._line = 0
             elif state == _SIZE:
                 digits = _HEX_RUN.match(data, pos, min(end, pos + limit + 1 - self._digits)).end()
                 if digits > pos:
+                    self._line += digits - pos
                     self._digits += digits - pos
                     if self._digits > limit:
                         raise ChunkSizeError(_too_many(limit))
@@ -145,15 +160,18 @@ class ChunkedBody:
                     self._state = _SIZE_LINE  # an extension or the line's CRLF: llhttp checks them
             elif state == _SIZE_LINE:
                 newline = data.find(b"\n", pos)
+                self._line += (end if newline < 0 else newline) - pos
+                if self._line > MAX_SIZE_LINE:
+                    raise ChunkSizeError(_too_long())
                 if newline < 0:
                     return -1
                 pos = newline + 1
+                self._line = 0
                 if self._size:
                     self._state = _DATA
                     self._left = self._size + 2
                 else:
                     self._state = _TRAILER
-                    self._line = 0
             else:  # _TRAILER: trailer lines until an empty one ("\r\n")
                 newline = data.find(b"\n", pos)
                 if newline < 0:

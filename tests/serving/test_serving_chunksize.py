@@ -247,3 +247,27 @@ def test_the_protocol_follows_a_stream_cut_once_anywhere(bad):
         assert bodies == expected, cut
         assert statuses == [200] * len(expected) + ([400] if bad else []), cut
         assert closed == bad
+
+
+@pytest.mark.parametrize(
+    ("length", "refused"), [(chunksize.MAX_SIZE_LINE, False), (chunksize.MAX_SIZE_LINE + 1, True)]
+)
+def test_size_lines_longer_than_the_bound_are_refused_however_they_are_split(length, refused):
+    # "3;x=" plus padding so that the bytes before the LF number `length` (CR included).
+    line = b"3;x=" + b"y" * (length - 5) + b"\r"
+    assert len(line) == length
+    data = line + b"\nabc\r\n0\r\n\r\n"
+    for cuts in (
+        [],
+        [2],
+        [len(line) - 1],
+        [len(line) + 1],
+        list(range(0, len(data), 97)),
+        list(range(len(data))),
+    ):
+        body = chunksize.ChunkedBody(BOUND)
+        if refused:
+            with pytest.raises(chunksize.ChunkSizeError, match="longer than 4096 bytes"):
+                feed_in_pieces(body, data, cuts)
+        else:
+            assert feed_in_pieces(body, data, cuts) == len(data), cuts

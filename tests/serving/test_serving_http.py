@@ -304,6 +304,20 @@ def test_chunk_sizes_with_leading_zeros_are_refused_before_the_handler(server, h
     assert handled == []
 
 
+def test_endless_chunk_extensions_are_refused(server, handled):
+    # llhttp streams extensions without a bound; a size line over 4096 bytes is refused (serving/chunksize.py).
+    with connect(server) as sock:
+        sock.sendall(chunked(BODY, ext=b";x=" + b"y" * 5000) + request("GET", "/v1/models/half_plus_two"))
+        status, headers, body, _ = read_response(sock)
+        assert status == 400, body
+        assert "longer than 4096 bytes" in json.loads(body)["error"]
+        assert is_closed(sock)
+    with connect(server) as sock:  # a long but bounded extension is fine
+        sock.sendall(chunked(BODY, ext=b";x=" + b"y" * 4000))
+        assert read_response(sock)[0] == 200
+    assert len(handled) == 1
+
+
 def test_many_leading_zeros_written_one_byte_at_a_time_are_refused(server, handled):
     raw = chunked(BODY, pad=200) + request("GET", "/v1/models/half_plus_two")
     with connect(server) as sock:
