@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from components.registry_gate.core import GatePolicy
-from models.image.hparams import IMAGE_FORMATS, CnnConfig, HparamsError
+from models.hparams import HparamsError, TrainingConfig
+from models.image.hparams import IMAGE_FORMATS, CnnConfig
 from pipelines.errors import ConfigError
 from pipelines.mlflow_store import TrackingConfig, check_model_name
 from schemas.files import resolve_dir
@@ -84,45 +85,6 @@ class SourceConfig:
         for field in required[self.kind]:
             if not getattr(self, field):
                 raise ConfigError(f"source.{field} is required when source.kind is {self.kind!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """Model and optimisation settings.
-
-    Attributes:
-        hidden_units: Widths of the hidden layers; empty means logistic regression on scaled features.
-        dropout: Dropout rate after each hidden layer.
-        l2: L2 penalty on the kernel weights.
-        learning_rate: Adam learning rate.
-        epochs: Maximum epochs; early stopping on the eval split usually ends sooner.
-        batch_size: Mini-batch size.
-        early_stopping_patience: Epochs without eval-loss improvement before stopping; the best epoch's
-            weights are restored.
-        operating_threshold: Probability at or above which `predicted_label` is 1.
-        seed: Seed for weight initialisation and shuffling, so runs are reproducible.
-        shuffle_labels: Train on permuted labels. Only for tests of the gates: it makes a useless model.
-    """
-
-    hidden_units: tuple[int, ...] = ()
-    dropout: float = 0.0
-    l2: float = 0.0
-    learning_rate: float = 0.05
-    epochs: int = 300
-    batch_size: int = 64
-    early_stopping_patience: int = 20
-    operating_threshold: float = 0.5
-    seed: int = 42
-    shuffle_labels: bool = False
-
-    def __post_init__(self):
-        _check_range("training.dropout", self.dropout, 0.0, 0.95)
-        _check_range("training.operating_threshold", self.operating_threshold, 0.0, 1.0)
-        for name in ("epochs", "batch_size", "early_stopping_patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training.{name} is {getattr(self, name)}; it must be at least 1.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"training.learning_rate is {self.learning_rate}; it must be positive.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +240,7 @@ class DatasetConfig:
     filter_column: str = ""
     filter_value: str = ""
     slice_features: tuple[str, ...] = ()
-    training: TrainingConfig = TrainingConfig()
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: dict[str, Any] = dataclasses.field(default_factory=dict)
     split: SplitConfig = SplitConfig()
@@ -401,7 +363,7 @@ class Config:
     workdir: str = ".dxpipe"
     split: SplitConfig = SplitConfig()
     checks: DataChecksConfig = DataChecksConfig()
-    training: TrainingConfig = TrainingConfig()
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = EvaluationConfig()
     beam: BeamConfig = BeamConfig()
     serving: ServingConfig = ServingConfig()

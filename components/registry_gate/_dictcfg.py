@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipelines.errors import ConfigError
+from schemas.errors import ConfigError
 
 
 def check_keys(d: Any, allowed: Iterable[str], path: str) -> Mapping[str, Any]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from models.hparams import HparamsError
+
 # Encodings a serving request or an example may carry, by the name the config and error messages use.
 IMAGE_FORMATS = ("png", "jpeg")
-
-
-class HparamsError(ValueError):
-    """An image hyperparameter is out of range (the config layer reports it to the user)."""
 
 
 @dataclasses.dataclass(frozen=True)
