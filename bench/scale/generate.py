@@ -1,12 +1,15 @@
 """Tables with WDBC's schema and per-class distributions fitted to the real rows, at any size.
 
-The fit is per class (benign, malignant): the class prior, and the mean and covariance of `log1p` of
-the 30 features. WDBC's measurements are positive and right-skewed (areas, concavities with a mass at
-zero), so a Gaussian in log space keeps their skew and their strong correlations (radius, perimeter and
-area move together); a Gaussian on the raw values would produce negative areas. Samples are mapped back
-with `expm1` and clipped to the curated schema's `float_domain`, so every generated row passes the data
-gate the real rows pass. Uniform noise would not do: StatisticsGen's histograms and the Evaluator's
-metrics would then describe a table no clinic produces.
+The fit is a Gaussian copula per class (benign, malignant): the class prior; each feature's empirical
+distribution in that class (its sorted values, read back as a quantile function with linear
+interpolation); and the correlation of the features' normal scores. WDBC's measurements are skewed, some
+with a mass at zero (concavities of benign cells) and strongly correlated (radius, perimeter and area move
+together): the copula keeps every marginal, including the zeros, and the dependence between them, where
+a Gaussian on the raw values would produce negative areas and a Gaussian in log space would smear the
+zeros. Generated values are interpolated between real ones (never copies of real rows) and clipped to
+the curated schema's `float_domain`, so every row passes the data gate the real rows pass. Uniform noise
+would not do: StatisticsGen's histograms and the Evaluator's metrics would then describe a table no
+clinic produces.
 
 Usage: python -m bench.scale.generate ROWS OUT.csv [--seed 0]
 """
@@ -20,19 +23,21 @@ import io
 from pathlib import Path
 
 import numpy as np
+from scipy.special import ndtr, ndtri
+from scipy.stats import rankdata
 
 LABEL = "label"
 
 
 @dataclasses.dataclass(frozen=True)
 class FittedTable:
-    """Per-class Gaussians in log1p space, fitted to a real table.
+    """Per-class Gaussian copulas with empirical marginals, fitted to a real table.
 
     Attributes:
         features: Feature column names, in the real table's order.
         prior: P(label = 1).
-        means: Per label (0, 1), the mean of log1p(features).
-        covariances: Per label, the covariance of log1p(features).
+        quantiles: Per label (0, 1), a [n_k, d] array: each feature's sorted values in that class.
+        correlations: Per label, the [d, d] correlation of the features' normal scores.
         low: Per feature, the schema domain's lower bound (or the real minimum when none).
         high: Per feature, the schema domain's upper bound (or the real maximum when none).
         decimals: Per feature, the decimals the real table writes (so the CSV's size per row is realistic).
@@ -40,8 +45,8 @@ class FittedTable:
 
     features: tuple[str, ...]
     prior: float
-    means: tuple[np.ndarray, np.ndarray]
-    covariances: tuple[np.ndarray, np.ndarray]
+    quantiles: tuple[np.ndarray, np.ndarray]
+    correlations: tuple[np.ndarray, np.ndarray]
     low: np.ndarray
     high: np.ndarray
     decimals: tuple[int, ...]
@@ -63,7 +68,7 @@ def _decimals(text_column: list[str]) -> int:
 
 
 def fit(text: str, domains: dict[str, tuple[float, float]] | None = None) -> FittedTable:
-    """Fits per-class log-space Gaussians to a canonical CSV.
+    """Fits per-class Gaussian copulas with empirical marginals to a canonical CSV.
 
     Args:
         text: The real table (feature columns and a 0/1 `label` column).
@@ -76,17 +81,21 @@ def fit(text: str, domains: dict[str, tuple[float, float]] | None = None) -> Fit
     rows = list(csv.reader(io.StringIO(text)))
     label_at = rows[0].index(LABEL)
     columns = [[row[i] for row in rows[1:]] for i in range(len(rows[0])) if i != label_at]
-    logs = np.log1p(x)
-    means = tuple(logs[y == k].mean(axis=0) for k in (0, 1))
-    covariances = tuple(np.cov(logs[y == k], rowvar=False) for k in (0, 1))
+    quantiles, correlations = [], []
+    for k in (0, 1):
+        values = x[y == k]
+        # Normal scores of the ranks (ties share their mean rank): the copula's view of the dependence.
+        ranks = np.apply_along_axis(rankdata, 0, values)
+        correlations.append(np.corrcoef(ndtri(ranks / (len(values) + 1)), rowvar=False))
+        quantiles.append(np.sort(values, axis=0))
     domains = domains or {}
     low = np.array([domains.get(f, (x[:, i].min(), 0))[0] for i, f in enumerate(features)])
     high = np.array([domains.get(f, (0, x[:, i].max()))[1] for i, f in enumerate(features)])
     return FittedTable(
         features=features,
         prior=float(y.mean()),
-        means=means,
-        covariances=covariances,
+        quantiles=tuple(quantiles),
+        correlations=tuple(correlations),
         low=low,
         high=high,
         decimals=tuple(_decimals(c) for c in columns),
@@ -100,8 +109,12 @@ def sample(table: FittedTable, rows: int, seed: int = 0) -> tuple[np.ndarray, np
     x = np.empty((rows, len(table.features)))
     for k in (0, 1):
         mask = y == k
-        x[mask] = rng.multivariate_normal(table.means[k], table.covariances[k], size=int(mask.sum()))
-    return np.clip(np.expm1(x), table.low, table.high), y
+        dims = len(table.features)
+        u = ndtr(rng.multivariate_normal(np.zeros(dims), table.correlations[k], size=int(mask.sum())))
+        sorted_values = table.quantiles[k]
+        grid = (np.arange(len(sorted_values)) + 0.5) / len(sorted_values)
+        x[mask] = np.column_stack([np.interp(u[:, j], grid, sorted_values[:, j]) for j in range(dims)])
+    return np.clip(x, table.low, table.high), y
 
 
 def write_csv(table: FittedTable, rows: int, out: Path, seed: int = 0, chunk: int = 100_000) -> None:
