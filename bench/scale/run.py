@@ -21,6 +21,7 @@ Usage: nice -n 10 python -m bench.scale.run [--sizes 10000 100000 1000000] [--ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -55,10 +56,8 @@ print("SCALE" + json.dumps({"seconds": time.perf_counter() - start, "processed":
 def _tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -73,10 +72,8 @@ def run_step(step: str, work: Path, mode: dict) -> dict:
     proc = psutil.Process(child.pid)
     peak = 0
     while child.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error):
             peak = max(peak, _tree_rss(proc))
-        except psutil.Error:
-            pass
         time.sleep(0.05)
     out, err = child.communicate()
     if child.returncode:
