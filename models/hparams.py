@@ -1,14 +1,23 @@
 """Hyperparameters of the tabular model: the model owns their type, the pipeline's config composes it.
 
+Typed with pydantic (the library the pipeline's config model uses), so `pipelines.config` validates the
+`training:` section by composing this type, with no second description of its fields.
+
 `models/` imports nothing from `pipelines/` (see `.importlinter`): `pipelines.config` embeds `TrainingConfig`
 as its `training:` section, and the Trainer rebuilds it from the `custom_config` the pipeline passes.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt
+from pydantic.dataclasses import dataclass
 
 from schemas.errors import ConfigError
+
+# Hyperparameters are typed strictly (no "3" for 3, no true for 1) and refuse unknown keys, so a typo in a
+# config or in a Trainer's `custom_config` fails with the key's name instead of training something else.
+# The ranges are checked in `__post_init__`, which pydantic runs after the types.
+HPARAMS = ConfigDict(extra="forbid")
 
 
 class HparamsError(ConfigError):
@@ -20,7 +29,7 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise HparamsError(f"{name} is {value}; it must be between {low} and {high}.")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=HPARAMS)
 class TrainingConfig:
     """Model and optimisation settings.
 
@@ -38,16 +47,16 @@ class TrainingConfig:
         shuffle_labels: Train on permuted labels. Only for tests of the gates: it makes a useless model.
     """
 
-    hidden_units: tuple[int, ...] = ()
-    dropout: float = 0.0
-    l2: float = 0.0
-    learning_rate: float = 0.05
-    epochs: int = 300
-    batch_size: int = 64
-    early_stopping_patience: int = 20
-    operating_threshold: float = 0.5
-    seed: int = 42
-    shuffle_labels: bool = False
+    hidden_units: tuple[StrictInt, ...] = ()
+    dropout: StrictFloat = 0.0
+    l2: StrictFloat = 0.0
+    learning_rate: StrictFloat = 0.05
+    epochs: StrictInt = 300
+    batch_size: StrictInt = 64
+    early_stopping_patience: StrictInt = 20
+    operating_threshold: StrictFloat = 0.5
+    seed: StrictInt = 42
+    shuffle_labels: StrictBool = False
 
     def __post_init__(self):
         _check_range("training.dropout", self.dropout, 0.0, 0.95)

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from components.registry_gate._dictcfg import as_bool, as_float, as_int, as_str, check_keys
+from components.registry_gate.dictcfg import as_bool, as_float, as_int, as_str, check_keys
 from schemas.errors import ConfigError
 
 # Name of the slice holding metrics over the whole test split.
