@@ -15,7 +15,7 @@ the process tree (the component's process plus Beam's worker processes), sampled
 the RSS the process had before `Do` (TensorFlow, TFX and Beam imported), so the growth with rows shows.
 The bench is not a test; run it under `nice -n 10` on a shared machine.
 
-Usage: nice -n 10 python -m bench.scale.run [--sizes 10000 100000 1000000] [--out DIR]
+Usage: nice -n 10 python -m bench.scale.run [--sizes 10000 100000 1000000] [--modes in_memory ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     """Generates the tables, runs every step in both modes and prints one JSON line per measurement."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=list(MODES))
     parser.add_argument("--out", type=Path, default=None, help="keep the work here (default: a temp dir)")
     args = parser.parse_args()
     from bench.scale import generate, steps
@@ -100,7 +101,8 @@ def main() -> None:
     for rows in args.sizes:
         data = root / f"rows-{rows}" / "input" / "data.csv"
         generate.write_csv(table, rows, data, seed=rows)
-        for mode_name, mode in MODES.items():
+        for mode_name in args.modes:
+            mode = MODES[mode_name]
             work = root / f"rows-{rows}" / mode_name.replace(" ", "-")
             work.mkdir(parents=True, exist_ok=True)
             for step in STEPS:
