@@ -74,7 +74,7 @@ def compile_pipeline(cfg: Config, output: str | Path, target: KubeflowTarget = K
         pipeline_root=f"{target.pipeline_root}/{cfg.pipeline_name}",
         input_base=f"{target.data_root}/{cfg.dataset}",
         source_name=f"{target.data_root}/{cfg.dataset}",
-        # The in-cluster Beam workers are the pods themselves: keep the direct runner, in memory.
+        # `beam:` in the config: by default the direct runner inside each task's pod, or a cluster runner.
         beam_pipeline_args=cfg.beam.args(),
         builtin_resolver_only=True,
         schema_digest=schema_digest,
