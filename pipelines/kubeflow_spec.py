@@ -37,16 +37,26 @@ def _executor_label(spec: dict, task: dict) -> str:
     return spec["components"][task["componentRef"]["name"]].get("executorLabel", "")
 
 
-def _resolver_tasks(spec: dict) -> set[str]:
+def dags(spec: dict) -> list[dict]:
+    """The spec's DAGs: the root's and each DAG component's.
+
+    TFX puts every task in a `tfx-dag` component when the pipeline has an exit handler, which then runs
+    beside it in the root DAG.
+    """
+    nested = [component["dag"] for _, component in sorted(spec["components"].items()) if "dag" in component]
+    return [spec["root"]["dag"], *nested]
+
+
+def _resolver_tasks(spec: dict, dag: dict) -> set[str]:
     executors = spec["deploymentSpec"]["executors"]
     return {
         name
-        for name, task in spec["root"]["dag"]["tasks"].items()
+        for name, task in dag["tasks"].items()
         if "resolver" in executors.get(_executor_label(spec, task), {})
     }
 
 
-def _add_importer(spec: dict, uri: str) -> None:
+def _add_importer(spec: dict, dag: dict, uri: str) -> None:
     """Adds a KFP importer task of a tfx.Model at `uri` (the form the KFP SDK's `dsl.importer` compiles to)."""
     component = f"{IMPORTER_TASK}"
     spec["components"][component] = {
@@ -63,7 +73,7 @@ def _add_importer(spec: dict, uri: str) -> None:
             "reimport": False,
         }
     }
-    spec["root"]["dag"]["tasks"][IMPORTER_TASK] = {
+    dag["tasks"][IMPORTER_TASK] = {
         "componentRef": {"name": component},
         "inputs": {"parameters": {"uri": {"runtimeValue": {"constant": uri}}}},
         "taskInfo": {"name": IMPORTER_TASK},
@@ -85,12 +95,18 @@ def replace_resolvers(spec: dict, baseline_model_uri: str | None) -> dict:
         SpecError: If a resolver's output feeds anything but a tfx.Model input.
     """
     spec = copy.deepcopy(spec)
-    resolvers = _resolver_tasks(spec)
+    for dag in dags(spec):
+        _replace_in_dag(spec, dag, baseline_model_uri)
+    return spec
+
+
+def _replace_in_dag(spec: dict, dag: dict, baseline_model_uri: str | None) -> None:
+    resolvers = _resolver_tasks(spec, dag)
     if not resolvers:
-        return spec
-    tasks = spec["root"]["dag"]["tasks"]
+        return
+    tasks = dag["tasks"]
     if baseline_model_uri:
-        _add_importer(spec, baseline_model_uri)
+        _add_importer(spec, dag, baseline_model_uri)
     for name, task in tasks.items():
         if name in resolvers:
             continue
@@ -123,7 +139,6 @@ def replace_resolvers(spec: dict, baseline_model_uri: str | None) -> dict:
         component = tasks.pop(name)["componentRef"]["name"]
         label = spec["components"].pop(component).get("executorLabel")
         spec["deploymentSpec"]["executors"].pop(label, None)
-    return spec
 
 
 def bind_conditions(spec: dict) -> dict:
@@ -133,7 +148,12 @@ def bind_conditions(spec: dict) -> dict:
         SpecError: If a condition names a producer that is not a task of the DAG.
     """
     spec = copy.deepcopy(spec)
-    tasks = spec["root"]["dag"]["tasks"]
+    for dag in dags(spec):
+        _bind_in_dag(spec, dag["tasks"])
+    return spec
+
+
+def _bind_in_dag(spec: dict, tasks: dict) -> None:
     for name, task in tasks.items():
         condition = task.get("triggerPolicy", {}).get("condition")
         if not condition:
@@ -159,7 +179,6 @@ def bind_conditions(spec: dict) -> dict:
             return f"inputs.artifacts['{input_key}']"
 
         task["triggerPolicy"]["condition"] = _CONDITION_REF.sub(to_input, condition)
-    return spec
 
 
 def for_open_source_kfp(spec: dict[str, Any], baseline_model_uri: str | None = None) -> dict[str, Any]:

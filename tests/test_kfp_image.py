@@ -29,8 +29,8 @@ import yaml
 from pipelines.config import SourceConfig
 from pipelines.data import canonical_csv, materialize
 from pipelines.kubeflow_runner import DEFAULT_IMAGE, IMAGE_PROJECT_ROOT, KubeflowTarget, compile_pipeline
-from pipelines.kubeflow_spec import IMPORTER_TASK
-from tests.kfp_driver import Driver, TaskFailed
+from pipelines.kubeflow_spec import IMPORTER_TASK, dags
+from tests.kfp_driver import Driver, PipelineFailed, TaskResult
 from tests.registry.test_mlflow_server import Server, _free_port
 
 # Also `slow`, so `-m "not slow"` leaves it out as well.
@@ -107,7 +107,19 @@ def _driver(spec: dict, volumes: dict, server: Server, data: str = "data") -> Dr
 
 def _tracking_tasks(spec: dict) -> set[str]:
     """Tasks beyond today's core: the tracking, registration and gate components once they are in the DAG."""
-    return set(spec["root"]["dag"]["tasks"]) - CORE_TASKS - {IMPORTER_TASK}
+    names = {
+        name
+        for dag in dags(spec)
+        for name, task in dag["tasks"].items()
+        if "dag" not in spec["components"][task["componentRef"]["name"]]
+    }
+    return names - CORE_TASKS - {IMPORTER_TASK}
+
+
+def _task(results: dict[str, TaskResult], name: str) -> TaskResult:
+    """A task's result, at the root or in a nested DAG (TFX nests every task when there is an exit handler)."""
+    (key,) = [k for k in results if k == name or k.endswith("/" + name)]
+    return results[key]
 
 
 def _mlflow_runs(server: Server) -> list[dict]:
@@ -197,14 +209,14 @@ def test_the_image_reaches_the_mlflow_server_over_http(image, mlflow_server):
 
 def test_first_run_trains_blesses_and_pushes_to_staging(first_run, volumes, mlflow_server):
     spec, results = first_run
-    assert set(results) == set(spec["root"]["dag"]["tasks"])
+    assert {name.rsplit("/", 1)[-1] for name in results} >= CORE_TASKS
     assert {name: r.state for name, r in results.items()} == dict.fromkeys(results, "SUCCEEDED")
-    evaluator = results["Evaluator"]
+    evaluator = _task(results, "Evaluator")
     assert "baseline_model" not in evaluator.executor_input["inputs"]["artifacts"]  # first run: no champion
     # Parameters travel only in the modern form, as open-source KFP's launcher passes them.
-    assert set(results["CsvExampleGen"].executor_input["inputs"]) == {"parameterValues", "artifacts"}
+    assert set(_task(results, "CsvExampleGen").executor_input["inputs"]) == {"parameterValues", "artifacts"}
     assert evaluator.outputs["blessing"][0]["metadata"]["blessed"] == 1
-    pushed = results["ServingPusher"].outputs["pushed_model"][0]
+    pushed = _task(results, "ServingPusher").outputs["pushed_model"][0]
     assert pushed["metadata"]["pushed"] == 1
     versions = sorted((volumes["serving"] / "wdbc-staging").iterdir())
     assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
@@ -218,18 +230,19 @@ def test_second_run_compares_against_the_first_as_its_baseline(
     first_run, default_cfg, volumes, mlflow_server, tmp_path
 ):
     _, first = first_run
-    champion = first["Trainer"].outputs["model"][0]["uri"]
+    champion = _task(first, "Trainer").outputs["model"][0]["uri"]
     spec = _compile(default_cfg, tmp_path / "wdbc.yaml", baseline=champion)
     started = time.monotonic()
     results = _driver(spec, volumes, mlflow_server).run("run-2")
     TIMINGS["second run"] = time.monotonic() - started
-    assert results[IMPORTER_TASK].outputs["artifact"][0]["uri"] == champion
-    baseline = results["Evaluator"].executor_input["inputs"]["artifacts"]["baseline_model"]["artifacts"]
+    assert _task(results, IMPORTER_TASK).outputs["artifact"][0]["uri"] == champion
+    evaluator = _task(results, "Evaluator")
+    baseline = evaluator.executor_input["inputs"]["artifacts"]["baseline_model"]["artifacts"]
     assert [a["uri"] for a in baseline] == [champion]
-    blessing = results["Evaluator"].outputs["blessing"][0]["metadata"]
+    blessing = evaluator.outputs["blessing"][0]["metadata"]
     assert blessing["baseline_model_uri"] == champion  # TFMA compared candidate and champion
     assert blessing["blessed"] == 1  # same data, same seed: no worse than the champion
-    assert results["ServingPusher"].state == "SUCCEEDED"
+    assert _task(results, "ServingPusher").state == "SUCCEEDED"
 
 
 def test_bad_csv_stops_at_the_data_gate(image, default_cfg, volumes, mlflow_server, tmp_path):
@@ -246,12 +259,14 @@ def test_bad_csv_stops_at_the_data_gate(image, default_cfg, volumes, mlflow_serv
     materialize(cfg.data, volumes["bad-data"] / "wdbc")
     spec = _compile(cfg, tmp_path / "wdbc.yaml")
     before = sorted(p.name for p in (volumes["serving"] / "wdbc-staging").iterdir())
-    with pytest.raises(
-        TaskFailed, match=r"(?s)task DataGate exited.*mean_radius.*expected float, between 0 and"
-    ):
+    report = r"(?s)task (\S+/)?DataGate exited.*mean_radius.*expected float, between 0"
+    with pytest.raises(PipelineFailed, match=report) as failed:
         _driver(spec, volumes, mlflow_server, data="bad-data").run("run-bad")
-    assert not (volumes["pipelines"] / "dxpipe-wdbc" / "run-bad" / "Trainer").exists()  # nothing trained
+    states = {name.rsplit("/", 1)[-1]: r.state for name, r in failed.value.results.items()}
+    assert states["DataGate"] == "FAILED"
+    assert states["Trainer"] == states["Evaluator"] == states["ServingPusher"] == "NOT_RUN"
+    assert not list((volumes["pipelines"] / "dxpipe-wdbc" / "run-bad").glob("**/Trainer"))  # nothing trained
     assert sorted(p.name for p in (volumes["serving"] / "wdbc-staging").iterdir()) == before
     # The FAILED MLflow run is the exit handler's, once tracking is a DAG task.
     if _tracking_tasks(spec):
-        assert [r["info"]["status"] for r in _mlflow_runs(mlflow_server)][-1:] == ["FAILED"]
+        assert _mlflow_runs(mlflow_server)[0]["info"]["status"] == "FAILED"  # newest first
