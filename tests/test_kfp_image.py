@@ -240,7 +240,9 @@ def test_second_run_compares_against_the_first_as_its_baseline(
     baseline = evaluator.executor_input["inputs"]["artifacts"]["baseline_model"]["artifacts"]
     assert [a["uri"] for a in baseline] == [champion]
     blessing = evaluator.outputs["blessing"][0]["metadata"]
-    assert blessing["baseline_model_uri"] == champion  # TFMA compared candidate and champion
+    # TFMA compared the candidate with the champion (the blessing names both models).
+    assert blessing["baseline_model"] == champion
+    assert blessing["current_model"] == _task(results, "Trainer").outputs["model"][0]["uri"] != champion
     assert blessing["blessed"] == 1  # same data, same seed: no worse than the champion
     assert _task(results, "ServingPusher").state == "SUCCEEDED"
 
