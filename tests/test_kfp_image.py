@@ -173,6 +173,8 @@ def test_every_command_and_module_in_the_spec_exists_in_the_image(image, default
                 checks.add(("class", constant))  # a function by dotted path (the Trainer's run_fn)
             elif isinstance(constant, str) and constant.startswith(IMAGE_PROJECT_ROOT + "/"):
                 checks.add(("path", constant))
+    # The serving Deployment (serving/k8s/dxpipe-serve) runs the same image as `python -m serving.server`.
+    checks.add(("module", "serving.server"))
     assert {kind for kind, _ in checks} == {"executable", "module", "class", "path"}, checks
     probe = (
         "import importlib, importlib.util, json, os, shutil, sys\n"

@@ -64,6 +64,17 @@ def test_compiled_spec_matches_golden(compiled):
     assert text == GOLDEN.read_text(), "KFP spec changed; refresh the golden file if intended (see docstring)"
 
 
+def test_make_image_tags_what_the_spec_names_by_default():
+    from pipelines.kubeflow_runner import DEFAULT_IMAGE
+
+    done = subprocess.run(
+        ["make", "-n", "image", "CONTAINER_TOOL=podman"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    (build,) = [line for line in done.stdout.splitlines() if line.startswith("podman build")]
+    assert f" -t {DEFAULT_IMAGE} " in build + " "
+    assert "--build-arg BASE_IMAGE=python:3.10-slim" in build  # the official image unless told otherwise
+
+
 def test_kfp_sdk_loads_the_yaml(compiled):
     from kfp import components
 
