@@ -58,7 +58,7 @@ def _resolver_tasks(spec: dict, dag: dict) -> set[str]:
 
 def _add_importer(spec: dict, dag: dict, uri: str) -> None:
     """Adds a KFP importer task of a tfx.Model at `uri` (the form the KFP SDK's `dsl.importer` compiles to)."""
-    component = f"{IMPORTER_TASK}"
+    component = IMPORTER_TASK
     spec["components"][component] = {
         "executorLabel": f"{component}_executor",
         "inputDefinitions": {"parameters": {"uri": {"parameterType": "STRING"}}},

@@ -40,9 +40,9 @@ rm -f "$STAGE/.complete"
 mkdir -p "$STAGE$PY"
 # The host's site-packages may hold machine-specific .pth hooks: the image gets only pip and setuptools.
 tar -C "$PY" --exclude='./lib/python3.10/site-packages/*.pth' --exclude='__pycache__' -c . | tar -C "$STAGE$PY" -x
-for exe in python3.10 python3 python pip3 pip; do
-  ln -sf "$PY/bin/$( [ "$exe" = pip ] || [ "$exe" = pip3 ] && echo pip3 || echo python3.10)" "$STAGE/usr/local/bin/$exe"
-done
+# python3 on PATH, as in the official image (Python follows the links to find its prefix).
+for exe in python3.10 python3 python; do ln -sf "$PY/bin/python3.10" "$STAGE/usr/local/bin/$exe"; done
+for exe in pip3 pip; do ln -sf "$PY/bin/pip3" "$STAGE/usr/local/bin/$exe"; done
 "$STAGE$PY/bin/python3.10" -c 'import sys; assert sys.version_info[:2] == (3, 10)'
 tar -C "$STAGE" -c . | podman import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "$NAME" >&2
 rm -rf "$STAGE"
