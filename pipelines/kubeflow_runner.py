@@ -1,8 +1,9 @@
 """Compiles the same pipeline factory for Kubeflow Pipelines (v2 IR).
 
 Only the environment is bound here: the container image, the pipeline root, the data and serving
-locations as the pods see them. TFX writes a `PipelineJob` JSON wrapper; the KFP SDK and the KFP UI load
-the bare pipeline spec, so that is extracted and also written as YAML.
+locations as the pods see them, and the baseline model. TFX writes a `PipelineJob` JSON wrapper in
+pipeline-spec 2.1 form; `kubeflow_spec.for_open_source_kfp` makes it runnable on open-source KFP 2.x (see
+there), and the bare pipeline spec (what the KFP SDK and UI load) is also written as YAML.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 import yaml
 
 from pipelines.config import Config
+from pipelines.kubeflow_spec import for_open_source_kfp
 
 EXIT_HANDLER_ID = "mlflow_run_finalizer"
 TFX_DAG = "tfx-dag"  # The sub-DAG TFX's v2 compiler nests the pipeline in when it has an exit handler.
+# `make image` tags the image with the package version (setup.py), the same tag as here.
 DEFAULT_IMAGE = "ghcr.io/dxpipe/dxpipe:0.1.0"
 # Where the Docker image keeps the project (schemas/ included).
 IMAGE_PROJECT_ROOT = "/opt/dxpipe"
@@ -34,6 +37,8 @@ class KubeflowTarget:
         serving_root: The TF Serving model base paths' parent, mounted by the serving Deployment too.
         work_root: The pods' working directory (the RegistryGate node's open-run markers; the embedded
             MLflow store only if the pods have no `MLFLOW_TRACKING_URI`, which a cluster should set).
+        baseline_model_uri: The champion's Model artifact URI as the pods see it, imported as the
+            Evaluator's baseline; None: no baseline (see `kubeflow_spec.replace_resolvers`).
     """
 
     image: str = DEFAULT_IMAGE
@@ -41,6 +46,7 @@ class KubeflowTarget:
     data_root: str = "/mnt/dxpipe/data"
     serving_root: str = "/mnt/dxpipe/serving"
     work_root: str = "/mnt/dxpipe/work"
+    baseline_model_uri: str | None = None
 
 
 def bind(cfg: Config, target: KubeflowTarget) -> Config:
@@ -114,7 +120,7 @@ def compile_pipeline(cfg: Config, output: str | Path, target: KubeflowTarget = K
         pipeline_root=f"{target.pipeline_root}/{cfg.pipeline_name}",
         input_base=f"{target.data_root}/{cfg.dataset}",
         source_name=f"{target.data_root}/{cfg.dataset}",
-        # The in-cluster Beam workers are the pods themselves: keep the direct runner, in memory.
+        # `beam:` in the config: by default the direct runner inside each task's pod, or a cluster runner.
         beam_pipeline_args=cfg.beam.args(),
         builtin_resolver_only=True,
         schema_digest=schema_digest,
@@ -141,6 +147,7 @@ def compile_pipeline(cfg: Config, output: str | Path, target: KubeflowTarget = K
     runner.run(pipeline, write_out=True)
     job = json.loads(job_file.read_text())
     _wire_runtime_parameters(job["pipelineSpec"])
+    job["pipelineSpec"] = for_open_source_kfp(job["pipelineSpec"], target.baseline_model_uri)
     job_file.write_text(json.dumps(job, indent=2, sort_keys=True))
     output.write_text(yaml.safe_dump(job["pipelineSpec"], sort_keys=True))
     return output
