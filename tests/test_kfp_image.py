@@ -166,8 +166,10 @@ def test_every_command_and_module_in_the_spec_exists_in_the_image(image, default
                 checks.add(("module", command[2]))
         args = container["args"]
         checks.add(("class", args[args.index("--executor_class_path") + 1]))
-    for task in spec["root"]["dag"]["tasks"].values():
+    for task in (task for dag in dags(spec) for task in dag["tasks"].values()):
         for key, value in task.get("inputs", {}).get("parameters", {}).items():
+            if "runtimeValue" not in value:
+                continue  # a DAG input (`dxpipe_run_id`) or a task's final status: no path in it
             constant = value["runtimeValue"]["constant"]
             if key.endswith("_fn"):
                 checks.add(("class", constant))  # a function by dotted path (the Trainer's run_fn)
