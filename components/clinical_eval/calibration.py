@@ -32,19 +32,34 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _log_likelihood(eta: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+
 def _newton(x: np.ndarray, y: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Maximum-likelihood logistic coefficients for design `x` (n, k) with a fixed offset."""
+    """Maximum-likelihood logistic coefficients for design `x` (n, k) with a fixed offset.
+
+    Newton-Raphson with step halving: a full Newton step from 0 can overshoot on steep fits and never
+    come back, so a step that lowers the likelihood is halved until it does not.
+    """
     beta = np.zeros(x.shape[1])
+    current = _log_likelihood(x @ beta + offset, y)
     for _ in range(_MAX_ITER):
         eta = x @ beta + offset
-        mu = 1.0 / (1.0 + np.exp(-eta))
+        mu = np.exp(-np.logaddexp(0.0, -eta))  # the logistic function without overflow
         weights = mu * (1 - mu)
         hessian = x.T @ (x * weights[:, None])
         try:
             step = np.linalg.solve(hessian, x.T @ (y - mu))
         except np.linalg.LinAlgError:
             return beta, False
-        beta = beta + step
+        for _ in range(30):
+            candidate = beta + step
+            value = _log_likelihood(x @ candidate + offset, y)
+            if value >= current - 1e-12:
+                break
+            step = step / 2
+        beta, current = candidate, value
         if not np.all(np.isfinite(beta)) or np.abs(beta).max() > _DIVERGED:
             return beta, False
         if np.abs(step).max() < 1e-10:
