@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from components.clinical_eval.core import ClinicalSettings
 from components.registry_gate.core import GatePolicy
 from models.image.hparams import IMAGE_FORMATS, CnnConfig, HparamsError
 from pipelines.errors import ConfigError
@@ -266,6 +267,8 @@ class DatasetConfig:
             the top-level `gate:` section with this entry's keys replacing its keys.
         split: The split: the top-level `split:` with this entry's keys replacing its keys.
         checks: The identifier and leakage guards: the top-level `checks:` merged the same way.
+        clinical: The clinical evaluation's settings (`components.clinical_eval.core.ClinicalSettings`):
+            the top-level `clinical:` merged the same way.
     """
 
     source: SourceConfig
@@ -281,6 +284,7 @@ class DatasetConfig:
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     gate: dict[str, Any] = dataclasses.field(default_factory=dict)
+    clinical: dict[str, Any] = dataclasses.field(default_factory=dict)
     split: SplitConfig = SplitConfig()
     checks: DataChecksConfig = DataChecksConfig()
     kind: str = "table"
@@ -394,6 +398,7 @@ class Config:
             threshold, which come from this config); validated at load.
         gate: Default registry gate policy; each dataset's `gate:` replaces single keys. Validated at
             load, per dataset.
+        clinical: Default clinical evaluation settings; each dataset's `clinical:` replaces single keys.
     """
 
     dataset: str
@@ -407,6 +412,7 @@ class Config:
     serving: ServingConfig = ServingConfig()
     tracking: dict[str, Any] = dataclasses.field(default_factory=dict)
     gate: dict[str, Any] = dataclasses.field(default_factory=dict)
+    clinical: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.dataset not in self.datasets:
@@ -468,6 +474,10 @@ class Config:
             bounds["specificity"] = ev.min_specificity
             gate = {"minimums": {k: v for k, v in bounds.items() if v > 0}}
         return GatePolicy.from_dict(gate, f"datasets.{self.dataset}.gate")
+
+    def clinical_settings(self) -> ClinicalSettings:
+        """The selected dataset's clinical evaluation settings (validated)."""
+        return ClinicalSettings.from_dict(self.data.clinical, f"datasets.{self.dataset}.clinical")
 
     def with_dataset(self, name: str) -> Config:
         """Returns a copy that runs another configured dataset."""
@@ -586,7 +596,8 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
     datasets_raw = raw.get("datasets")
     if not isinstance(datasets_raw, Mapping) or not datasets_raw:
         raise ConfigError("`datasets:` is missing or empty; configure at least one dataset.")
-    defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation", "gate", "split", "checks")}
+    sections = ("training", "evaluation", "gate", "split", "checks", "clinical")
+    defaults = {k: raw.get(k, {}) or {} for k in sections}
     # Check the shared sections on their own first, so an error names `training.x`, not a dataset copy.
     _build(TrainingConfig, defaults["training"], "training")
     _build(EvaluationConfig, defaults["evaluation"], "evaluation")
@@ -630,6 +641,7 @@ def _check_tracking_and_gates(cfg: Config) -> None:
     TrackingConfig.from_dict(cfg.tracking)
     for name in cfg.datasets:
         cfg.with_dataset(name).gate_policy()
+        cfg.with_dataset(name).clinical_settings()
 
 
 def load_config(path: str | Path | None = None, *, dataset: str | None = None, **overrides: Any) -> Config:

@@ -1,7 +1,8 @@
 """The one pipeline factory. Runners (local, Kubeflow) only bind paths and the orchestrator.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated) -> ExampleValidator -> DataGate -> Trainer
--> Evaluator (test split, against a baseline) -> ServingPusher to staging (only if blessed).
+-> Evaluator (test split, against a baseline) -> ClinicalEvaluator (intervals, calibration, slices,
+decision curve, paired comparison with the same baseline) -> ServingPusher to staging (only if blessed).
 
 The baseline is the registry's champion when the runner knows it (an Importer of its Model artifact, so
 non-inferiority is judged against what production serves, re-scored on this test split), else the latest
@@ -32,6 +33,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 import models
 from components.baseline.strategy import BaselineStrategy
+from components.clinical_eval.component import ClinicalEvaluator
 from components.data_gate.component import DataGate
 from components.serving_pusher.component import ServingPusher
 from models.network import EXAMPLES_SIGNATURE, PROBABILITY
@@ -237,13 +239,30 @@ def evaluation_and_push_nodes(
         eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
         example_splits=[GATED_SPLIT],
     )
+    clinical = clinical_evaluation_node(cfg, example_gen, trainer, baseline_model)
     with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
         pusher = ServingPusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
             base_path=str(cfg.staging_base_path),
         )
-    return [*baseline_nodes, evaluator, pusher]
+    return [*baseline_nodes, evaluator, clinical, pusher]
+
+
+def clinical_evaluation_node(cfg: Config, example_gen, trainer, baseline_model) -> ClinicalEvaluator:
+    """The clinical evaluation of the trained model on the gated split, paired with the Evaluator's baseline.
+
+    Its `clinical_evaluation.json` (intervals, calibration, slices, decision curve, paired comparison)
+    is what the registry gate's `clinical:` criteria read at registration.
+    """
+    return ClinicalEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline_model,
+        split=GATED_SPLIT,
+        settings=json.dumps(dataclasses.asdict(cfg.clinical_settings()), sort_keys=True),
+        slice_features=json.dumps(list(cfg.data.slice_features)),
+    )
 
 
 def create_pipeline(

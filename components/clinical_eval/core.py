@@ -127,8 +127,19 @@ def at_threshold(
             if len(values):
                 lower, upper = bootstrap.percentile_interval(values, level)
                 out[name]["bootstrap"] = {"lower": lower, "upper": upper}
-    out["confusion"] = {"tp": tp, "fn": fn, "fp": fp, "tn": tn}
     return out
+
+
+def confusion(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, int]:
+    """The confusion counts at `threshold`: {"tp", "fn", "fp", "tn"}."""
+    y = np.asarray(labels).astype(bool)
+    decided = np.asarray(probabilities) >= threshold
+    return {
+        "tp": int((decided & y).sum()),
+        "fn": int((~decided & y).sum()),
+        "fp": int((decided & ~y).sum()),
+        "tn": int((~decided & ~y).sum()),
+    }
 
 
 def decision_curve(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
@@ -180,7 +191,6 @@ def _slice_entry(
         entry.update(status=INSUFFICIENT, reason=f"insufficient evidence: {reason}", metrics={})
         return entry
     metrics = at_threshold(probabilities, labels, threshold, settings)
-    metrics.pop("confusion")
     metrics["auc"] = bootstrap.auc_interval(
         probabilities,
         labels,
@@ -267,6 +277,7 @@ def evaluate(
             p, y, resamples=settings.resamples, seed=settings.seed, confidence=settings.confidence
         ),
         "at_threshold": at_threshold(p, y, threshold, settings, draws if len(y) else None),
+        "confusion": confusion(p, y, threshold),
         "calibration": calibration_report(p, y, settings.calibration_bins, settings.confidence),
     }
     slices = []
@@ -307,3 +318,18 @@ def evaluate(
         "interval": "percentile",
     }
     return report
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with numpy scalars made Python numbers and NaN/inf made None (strict JSON has neither)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
