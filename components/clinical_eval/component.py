@@ -35,7 +35,7 @@ _BATCH = 512
 class ClinicalEvaluation(Artifact):
     """The clinical evaluation of a model on the test split (`clinical_evaluation.json`)."""
 
-    TYPE_NAME = "ClinicalEvaluation"
+    TYPE_NAME = "dxpipe.ClinicalEvaluation"  # <namespace>.<Name>: the form KFP v2 accepts
 
 
 class ClinicalEvaluationError(ValueError):
@@ -83,11 +83,11 @@ def read_split(
     for i, raw in enumerate(records):
         example = tf.train.Example.FromString(raw)
         label = _feature_value(example, LABEL)
-        if label not in ("0", "1"):
+        if label not in ("0", "1", "0.0", "1.0"):
             raise ClinicalEvaluationError(
                 f"{split} example {i} has label {label!r}; every test example needs a 0/1 '{LABEL}'."
             )
-        labels[i] = int(label)
+        labels[i] = int(float(label))
         for feature in slice_features:
             value = _feature_value(example, feature)
             slices[feature].append("(missing)" if value is None else value)
