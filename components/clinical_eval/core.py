@@ -39,7 +39,7 @@ class ClinicalSettings:
 
     Attributes:
         resamples: Bootstrap resamples for AUC and the paired comparison; 2000 keeps the Monte-Carlo
-            wobble of a 95 % bound under 0.005 on WDBC's test split (BENCHMARKS.md).
+            wobble of a 95 % bound under 0.001 on a WDBC-sized test split (BENCHMARKS.md).
         seed: Seed of the resampling: the same data and seed give the same intervals.
         confidence: Two-sided confidence level of every interval.
         interval: `wilson` or `clopper_pearson` (exact) for sensitivity, specificity, PPV and NPV.
