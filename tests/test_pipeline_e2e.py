@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.clinical_eval.component import locked_threshold
 from components.serving_pusher.core import list_versions
 from models.features import LABEL, features_from_schema, load_schema, parse_examples
 from pipelines import local_runner
-from components.clinical_eval.component import locked_threshold
 from pipelines.clinical_report import load_clinical
 from pipelines.config import SourceConfig
 from pipelines.data import canonical_csv
