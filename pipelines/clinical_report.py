@@ -118,3 +118,49 @@ def write_plots(report: Mapping[str, Any], directory: Path) -> list[Path]:
         ax.legend(loc="upper right", fontsize=8)
         written.append(_save(fig, directory / "decision_curve.png"))
     return written
+
+
+def _interval(entry: Mapping[str, Any]) -> str:
+    lower, upper = entry.get("lower"), entry.get("upper")
+    if lower is None or upper is None or entry.get("value") is None:
+        return "undefined"
+    return f"{entry['value']:.4f} ({lower:.4f}-{upper:.4f})"
+
+
+def summary_lines(report: Mapping[str, Any]) -> list[str]:
+    """What `dxpipe run` prints of the clinical evaluation: intervals, calibration, slices, comparison."""
+    level = f"{float(report.get('confidence', 0.95)):.0%}"
+    lines = [
+        f"Clinical evaluation ({level} intervals; n = {report.get('n')}, {report.get('positives')} positive; "
+        f"locked threshold {report.get('threshold')}):"
+    ]
+    parts = [f"AUC {_interval(report.get('auc') or {})}"]
+    at = report.get("at_threshold") or {}
+    for metric in ("sensitivity", "specificity", "ppv", "npv"):
+        entry = at.get(metric)
+        if not isinstance(entry, Mapping):
+            continue
+        parts.append(f"{metric} {entry.get('successes')}/{entry.get('n')} {_interval(entry)}")
+    lines.append("  " + "; ".join(parts[:3]))
+    if len(parts) > 3:
+        lines.append("  " + "; ".join(parts[3:]))
+    cal = report.get("calibration") or {}
+    slope = "undefined" if cal.get("slope") is None else f"{cal['slope']:.2f}"
+    intercept = "undefined" if cal.get("intercept") is None else f"{cal['intercept']:.2f}"
+    ece = "n/a" if cal.get("ece") is None else f"{cal['ece']:.3f}"
+    ici = "n/a" if cal.get("ici") is None else f"{cal['ici']:.3f}"
+    lines.append(f"  calibration: slope {slope}, intercept {intercept}, ECE {ece}, ICI {ici}")
+    for s in report.get("slices") or []:
+        if s.get("status") == "ok":
+            metrics = s.get("metrics") or {}
+            sens = _interval(metrics.get("sensitivity") or {})
+            lines.append(f"  slice {s['feature']}={s['value']} (n = {s['n']}): sensitivity {sens}")
+        else:
+            lines.append(f"  slice {s['feature']}={s['value']}: {s.get('reason', 'insufficient evidence')}")
+    paired = (report.get("noninferiority") or {}).get("metrics") or {}
+    for metric, entry in paired.items():
+        lines.append(
+            f"  vs baseline, same rows: {metric} {entry['difference']:+.4f} "
+            f"({entry['lower']:+.4f} to {entry['upper']:+.4f})"
+        )
+    return lines

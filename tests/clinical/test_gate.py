@@ -255,3 +255,17 @@ def test_policy_round_trips_and_old_policies_keep_their_digest():
 def test_clinical_policy_errors_name_the_key_and_the_fix(clinical, match):
     with pytest.raises(ConfigError, match=match):
         _policy(clinical)
+
+
+def test_run_summary_names_intervals_calibration_slices_and_the_paired_comparison():
+    from pipelines.clinical_report import for_gate, summary_lines
+
+    report = _sliced(small_group=12)
+    text = "\n".join(summary_lines(report))
+    assert text.startswith("Clinical evaluation (95% intervals; n = 412,")
+    assert "sensitivity " in text and "calibration: slope " in text
+    assert "slice site=b: insufficient evidence: n = 12 (< min_slice_examples 20)" in text
+    paired = _paired_report(shift=0.0)
+    assert "vs baseline, same rows: auc +0.0" in "\n".join(summary_lines(paired))
+    assert for_gate(paired, paired_with_champion=False)["noninferiority"] is None
+    assert for_gate(paired, paired_with_champion=True)["noninferiority"] == paired["noninferiority"]
