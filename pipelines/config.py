@@ -603,6 +603,7 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
     _build(EvaluationConfig, defaults["evaluation"], "evaluation")
     _build(SplitConfig, defaults["split"], "split")
     _build(DataChecksConfig, defaults["checks"], "checks")
+    ClinicalSettings.from_dict(defaults["clinical"], "clinical")
     datasets = {}
     for name, entry in datasets_raw.items():
         if not isinstance(entry, Mapping):

@@ -83,7 +83,12 @@ class ClinicalSettings:
             values["confidence"] = as_float(d["confidence"], f"{path}.confidence")
         if "interval" in d:
             values["interval"] = as_str(d["interval"], f"{path}.interval")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            if path == "clinical":
+                raise
+            raise ConfigError(f"{path}: {exc}") from None
 
 
 def _finite(x: float) -> float | None:

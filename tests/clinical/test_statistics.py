@@ -258,3 +258,20 @@ def test_evaluate_refuses_bad_inputs():
 def test_settings_errors_name_the_key_and_the_fix(raw, match):
     with pytest.raises(ConfigError, match=match):
         ClinicalSettings.from_dict(raw)
+
+
+def test_config_names_the_top_level_clinical_section_and_the_dataset_override(tmp_path):
+    import yaml
+
+    from pipelines.config import DEFAULT_CONFIG, config_from_dict
+
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    with pytest.raises(ConfigError, match=r"^clinical: unknown key 'resample'; did you mean 'resamples'"):
+        config_from_dict({**raw, "clinical": {"resample": 5}})
+    raw["datasets"]["wdbc"]["clinical"] = {"interval": "exact"}
+    with pytest.raises(ConfigError, match="^datasets.wdbc.clinical: clinical.interval is 'exact'"):
+        config_from_dict(raw)
+    raw["datasets"]["wdbc"]["clinical"] = {"interval": "clopper_pearson", "resamples": 500}
+    cfg = config_from_dict(raw)
+    assert cfg.clinical_settings() == ClinicalSettings(resamples=500, interval="clopper_pearson")
+    assert cfg.with_dataset("heart").clinical_settings() == ClinicalSettings()
