@@ -122,6 +122,10 @@ def main() -> None:
             f"MLflow tracking + registry, {label}: {run['tracking_s']:5.2f} s of {run['seconds']:.1f} s "
             f"({share:.1f} %); gate passed: {run['gate']}"
         )
+    clinical = cold["components"].get("ClinicalEvaluator")
+    if clinical is not None:
+        share = clinical / cold["seconds"]
+        print(f"ClinicalEvaluator share of (a):         {share:6.1%}  ({clinical:.2f} s; target < 10 %)")
     print(f"\nratio (a)/(c):                          {wall_a / wall_c:5.2f}  (target <= 3)")
     print(f"ratio (a)/(c), whole processes:         {wall_process_a / wall_process_c:5.2f}")
     print(f"ratio (a)/(c), runner vs train+eval:    {cold['seconds'] / floor['train_eval_s']:5.2f}")

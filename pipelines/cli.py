@@ -81,6 +81,16 @@ def _describe(cfg, prepared, guards) -> str:
     return "\n".join(lines)
 
 
+def _clinical_lines(outputs) -> list[str]:
+    from pipelines.clinical_report import ClinicalReportError, load_clinical, summary_lines
+
+    try:
+        report = load_clinical(outputs.clinical_uri)
+    except ClinicalReportError as exc:
+        return [f"Clinical evaluation: {exc}"]
+    return [] if report is None else summary_lines(report)
+
+
 def _print_summary(cfg, result, wall: float) -> None:
     from pipelines import report
 
@@ -95,6 +105,9 @@ def _print_summary(cfg, result, wall: float) -> None:
             f"\nTest split ({cfg.data.positive_class} = 1, threshold {cfg.data.training.operating_threshold}):"
         )
         print(report.format_metrics_table(metrics))
+    clinical = _clinical_lines(outputs)
+    if clinical:
+        print("\n" + "\n".join(clinical))
     if getattr(result, "intervals", None):
         bounds = ", ".join(f"{name} {interval}" for name, interval in result.intervals.items())
         print(f"95% bootstrap intervals (test split resampled 1000 times): {bounds}")

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
+from components.clinical_eval.core import ClinicalSettings
 from components.registry_gate.core import GatePolicy
 from models.hparams import TrainingConfig
 from models.image.hparams import IMAGE_FORMATS, CnnConfig
@@ -268,6 +269,8 @@ class DatasetConfig:
             the top-level `gate:` section with this entry's keys replacing its keys.
         split: The split: the top-level `split:` with this entry's keys replacing its keys.
         checks: The identifier and leakage guards: the top-level `checks:` merged the same way.
+        clinical: The clinical evaluation's settings (`components.clinical_eval.core.ClinicalSettings`):
+            the top-level `clinical:` merged the same way.
     """
 
     source: SourceConfig
@@ -284,6 +287,7 @@ class DatasetConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     gate: dict[Text, Any] = dataclasses.field(default_factory=dict)
+    clinical: dict[Text, Any] = dataclasses.field(default_factory=dict)
     split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
     checks: DataChecksConfig = dataclasses.field(default_factory=DataChecksConfig)
     kind: Literal["table", "image"] = "table"
@@ -410,6 +414,7 @@ class Config:
             threshold, which come from this config); validated at load.
         gate: Default registry gate policy; each dataset's `gate:` replaces single keys. Validated at
             load, per dataset.
+        clinical: Default clinical evaluation settings; each dataset's `clinical:` replaces single keys.
     """
 
     # Keyword-only, so the shared sections come before `datasets`: they are validated first, and a typo
@@ -424,6 +429,7 @@ class Config:
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
     tracking: dict[Text, Any] = dataclasses.field(default_factory=dict)
     gate: dict[Text, Any] = dataclasses.field(default_factory=dict)
+    clinical: dict[Text, Any] = dataclasses.field(default_factory=dict)
     datasets: dict[Text, DatasetConfig]
 
     def __post_init__(self):
@@ -434,8 +440,11 @@ class Config:
             )
         _check_serving_names(self.datasets, self.serving.staging_suffix)
         _check_tracking(self.tracking)
+        # The shared section first, so its typo is named `clinical.x`, not after a dataset's copy of it.
+        ClinicalSettings.from_dict(self.clinical, "clinical")
         for name, data in self.datasets.items():
             _gate_policy(name, data)
+            ClinicalSettings.from_dict(data.clinical, f"datasets.{name}.clinical")
 
     @property
     def data(self) -> DatasetConfig:
@@ -483,6 +492,10 @@ class Config:
         is never registered ungated.
         """
         return _gate_policy(self.dataset, self.data)
+
+    def clinical_settings(self) -> ClinicalSettings:
+        """The selected dataset's clinical evaluation settings (validated)."""
+        return ClinicalSettings.from_dict(self.data.clinical, f"datasets.{self.dataset}.clinical")
 
     def with_dataset(self, name: str) -> Config:
         """Returns a copy that runs another configured dataset."""
@@ -539,13 +552,14 @@ def _check_tracking(tracking: Mapping[str, Any]) -> None:
 
 
 _CONFIG = TypeAdapter(Config)
-_SECTIONS = ("training", "evaluation", "gate", "split", "checks")
+_SECTIONS = ("training", "evaluation", "gate", "split", "checks", "clinical")
 
 
 def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
     """Builds and validates a Config from a plain mapping: the one place a config is validated.
 
-    Dataset entries inherit the top-level `training`, `evaluation`, `gate`, `split` and `checks` sections
+    Dataset entries inherit the top-level `training`, `evaluation`, `gate`, `split`, `checks` and
+    `clinical` sections
     and override single keys. Relative `schema_dir` and CSV paths are resolved against `base_dir`.
 
     Args:

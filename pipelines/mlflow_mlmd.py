@@ -35,6 +35,7 @@ _WANTED = {
     ("Examples", "examples", True): "examples_uri",
     ("PushedModel", "pushed_model", True): "pushed_model_uri",
     ("Model", "baseline_model", False): "baseline_model_uri",
+    ("dxpipe.ClinicalEvaluation", "clinical_evaluation", True): "clinical_uri",
 }
 
 
@@ -64,6 +65,7 @@ class PipelineOutputs:
         pushed: Whether the Pusher pushed; None when it did not run.
         pushed_destination: Where it pushed (custom property), when recorded.
         pushed_version: The version it pushed (custom property), when recorded.
+        clinical_uri: The ClinicalEvaluator's output (`clinical_evaluation.json`), None when it did not run.
         execution_ids: Node id -> MLMD execution id of this run.
         execution_states: Node id -> execution state name (COMPLETE, CACHED, FAILED, ...).
     """
@@ -85,6 +87,7 @@ class PipelineOutputs:
     pushed: bool | None = None
     pushed_destination: str | None = None
     pushed_version: str | None = None
+    clinical_uri: str | None = None
     execution_ids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     execution_states: Mapping[str, str] = dataclasses.field(default_factory=dict)
 

@@ -40,7 +40,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 # The value MLflow's UI reads as "machine learning (custom model development)", not GenAI.
 EXPERIMENT_KIND = "custom_model_development"
 CONTEXT_TAG = "mlflow.data.context"
-PLOTS = ("roc", "precision_recall", "calibration", "confusion_matrix")
+PLOTS = ("roc", "precision_recall", "calibration", "confusion_matrix", "reliability", "decision_curve")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The one pipeline factory. Runners (local, Kubeflow) only bind paths and the orchestrator.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated) -> ExampleValidator -> DataGate -> Trainer
--> Evaluator (test split, against a baseline) -> RegistryGate (MLflow run, registry version, gate verdict)
--> ServingPusher to staging (only if the registry gate passed the version).
+-> Evaluator (test split, against a baseline) -> ClinicalEvaluator (intervals, calibration, slices,
+decision curve, paired comparison with the same baseline) -> RegistryGate (MLflow run, registry version,
+gate verdict, the clinical criteria among it) -> ServingPusher to staging (only if the registry gate
+passed the version).
 
 The baseline is the registry's champion when the runner knows it (an Importer of its Model artifact, so
 non-inferiority is judged against what production serves, re-scored on this test split), else the latest
@@ -36,6 +38,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 import models
 from components.baseline.strategy import BaselineStrategy
+from components.clinical_eval.component import ClinicalEvaluator
 from components.data_gate.component import DataGate
 from components.registry_gate.component import RUN_ID_PARAMETER, RegistryGate
 from components.serving_pusher.component import ServingPusher
@@ -238,7 +241,9 @@ def _run_params(cfg: Config) -> dict[str, str]:
     return {k: redact_uri(v) if k.endswith(("_uri", ".uri")) else v for k, v in flatten(cfg).items()}
 
 
-def registry_gate_node(cfg: Config, example_gen, trainer, evaluator, baseline_model, data_nodes=None):
+def registry_gate_node(
+    cfg: Config, example_gen, trainer, evaluator, baseline_model, data_nodes=None, clinical=None
+):
     """Returns the RegistryGate node: tracking, registration and the registry gate, bound to MLflow.
 
     Args:
@@ -248,6 +253,7 @@ def registry_gate_node(cfg: Config, example_gen, trainer, evaluator, baseline_mo
         evaluator: The Evaluator whose evaluation and blessing are gated.
         baseline_model: The channel of the model the Evaluator re-scored as baseline.
         data_nodes: (StatisticsGen, ImportSchemaGen, ExampleValidator), whose reports the run logs.
+        clinical: The ClinicalEvaluator whose report the gate's clinical criteria read (None: no report).
     """
     from pipelines.registry_executor import MlflowRegistryGateExecutor, tracking_json
 
@@ -259,6 +265,8 @@ def registry_gate_node(cfg: Config, example_gen, trainer, evaluator, baseline_mo
             "schema": schema_gen.outputs["schema"],
             "anomalies": example_validator.outputs["anomalies"],
         }
+    if clinical is not None:
+        reports["clinical_evaluation"] = clinical.outputs["clinical_evaluation"]
     return RegistryGate(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -303,7 +311,8 @@ def evaluation_and_push_nodes(
         eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
         example_splits=[GATED_SPLIT],
     )
-    gate = registry_gate_node(cfg, example_gen, trainer, evaluator, baseline_model, data_nodes)
+    clinical = clinical_evaluation_node(cfg, example_gen, trainer, baseline_model)
+    gate = registry_gate_node(cfg, example_gen, trainer, evaluator, baseline_model, data_nodes, clinical)
     # The push is guarded structurally by the registry's verdict (which requires the Evaluator's
     # blessing unless the pinned policy says otherwise); the Pusher re-checks the blessing itself.
     with Cond(gate.outputs["verdict"].future()[0].custom_property("passed") == 1):
@@ -312,7 +321,7 @@ def evaluation_and_push_nodes(
             model_blessing=evaluator.outputs["blessing"],
             base_path=str(cfg.staging_base_path),
         )
-    return [*baseline_nodes, evaluator, gate, pusher]
+    return [*baseline_nodes, evaluator, clinical, gate, pusher]
 
 
 def _data_nodes(nodes: list) -> tuple | None:
@@ -320,6 +329,22 @@ def _data_nodes(nodes: list) -> tuple | None:
     by_id = {node.id: node for node in nodes}
     found = tuple(by_id.get(name) for name in ("StatisticsGen", "ImportSchemaGen", "ExampleValidator"))
     return None if None in found else found
+
+
+def clinical_evaluation_node(cfg: Config, example_gen, trainer, baseline_model) -> ClinicalEvaluator:
+    """The clinical evaluation of the trained model on the gated split, paired with the Evaluator's baseline.
+
+    Its `clinical_evaluation.json` (intervals, calibration, slices, decision curve, paired comparison)
+    is an input of the RegistryGate node, whose `clinical:` criteria read it at registration.
+    """
+    return ClinicalEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline_model,
+        split=GATED_SPLIT,
+        settings=json.dumps(dataclasses.asdict(cfg.clinical_settings()), sort_keys=True),
+        slice_features=json.dumps(list(cfg.data.slice_features)),
+    )
 
 
 def create_pipeline(

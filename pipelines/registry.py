@@ -241,6 +241,17 @@ def _champion_uri(cfg: TrackingConfig, client: MlflowClient, model_name: str) ->
         return get_version(client, model_name, champion).tags.get(TAG_TFX_MODEL_URI) or None
 
 
+def _paired_with(outputs: PipelineOutputs, champion_evidence: Evidence | None) -> bool:
+    """Whether the run's baseline (the one the ClinicalEvaluator paired with) is the verified champion."""
+    baseline_dir = outputs.baseline_saved_model_dir
+    return bool(
+        champion_evidence is not None
+        and baseline_dir
+        and Path(baseline_dir, "saved_model.pb").is_file()
+        and saved_model_digest(baseline_dir) == champion_evidence.model_digest
+    )
+
+
 def _baseline_for(
     client: MlflowClient,
     name: str,
@@ -340,6 +351,7 @@ def register_in_session(
     config that differs is noted, not obeyed); the version is created with its verdict tags in one call;
     its evidence is written once and its digest appended to the hash-chained promotion log.
     """
+    from pipelines.clinical_report import ClinicalReportError, for_gate, load_clinical
     from pipelines.promotion import journal
     from pipelines.promotion.audit_log import LOG_NAME, PromotionLog
     from pipelines.promotion.evidence import Evidence, load_verified, optional_digest, write_evidence
@@ -385,12 +397,18 @@ def register_in_session(
         baseline, compared_with = _baseline_for(
             client, model_name, champion, champion_evidence, outputs, evaluation, test_digest
         )
+        try:
+            clinical = for_gate(load_clinical(outputs.clinical_uri), _paired_with(outputs, champion_evidence))
+        except ClinicalReportError as exc:
+            # Unreadable is absent: the gate's clinical criteria then fail, each with its reason.
+            clinical, notes = None, (*notes, str(exc))
         verdict = evaluate_gate(
             gate_policy,
             candidate,
             baseline=baseline,
             champion=None if champion is None else f"version {champion}",
             blessed=outputs.blessed,
+            clinical=clinical,
         )
         verdict = dataclasses.replace(verdict, notes=tuple(notes) + verdict.notes)
 
@@ -475,6 +493,9 @@ def register_in_session(
             failures=tuple(f.criterion for f in verdict.failures),
             display_tags=_display_tags(tags),
             registered_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            clinical=clinical,
+            clinical_uri=outputs.clinical_uri,
+            clinical_digest=optional_digest(outputs.clinical_uri),
         )
         evidence_digest = write_evidence(base, evidence)
         log.append(

@@ -114,6 +114,7 @@ def outputs_from_inputs(
         statistics_uri=inputs.get("statistics"),
         anomalies_uri=inputs.get("anomalies"),
         examples_uri=inputs.get("examples"),
+        clinical_uri=inputs.get("clinical_evaluation"),
     )
 
 

@@ -766,6 +766,7 @@ def log_outputs_in_session(
         if evaluation is not None:
             _log_evaluation(session, evaluation, outputs.evaluation_uri or "")
         _log_data_reports(session, outputs, warnings)
+        _log_clinical(session, outputs, warnings)
         if warnings:
             session.set_tags({f"dxpipe.warning.{k}": v for k, v in warnings.items()})
 
@@ -826,6 +827,25 @@ def _log_evaluation(session: Session, evaluation: Evaluation, eval_uri: str) -> 
         with tempfile.TemporaryDirectory(prefix="dxpipe-plots-") as tmp:
             written = write_plots(evaluation.plots[OVERALL], Path(tmp), session.config.operating_threshold)
             if written:
+                session.client.log_artifacts(session.run_id, tmp, "plots")
+
+
+def _log_clinical(session: Session, outputs: PipelineOutputs, warnings: dict[str, str]) -> None:
+    """Logs the clinical evaluation: its JSON, its headline figures and its two plots."""
+    from pipelines.clinical_report import ClinicalReportError, load_clinical, summary_metrics, write_plots
+
+    try:
+        report = load_clinical(outputs.clinical_uri)
+    except ClinicalReportError as exc:
+        warnings["clinical"] = str(exc)
+        return
+    if report is None:
+        return
+    session.client.log_dict(session.run_id, report, "clinical/clinical_evaluation.json")
+    session.log_metrics(summary_metrics(report))
+    if session.config.log_plots:
+        with tempfile.TemporaryDirectory(prefix="dxpipe-clinical-") as tmp:
+            if write_plots(report, Path(tmp)):
                 session.client.log_artifacts(session.run_id, tmp, "plots")
 
 

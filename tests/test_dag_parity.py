@@ -28,6 +28,7 @@ PRODUCT = {
     "Trainer",
     BASELINE,
     "Evaluator",
+    "ClinicalEvaluator",
     "RegistryGate",
     "ServingPusher",
 }
@@ -80,6 +81,8 @@ def test_same_components_and_edges(local_ir, kfp_spec, default_cfg, tmp_path):
     assert kfp_edges == {e for e in local_edges if BASELINE not in e}
     # Tracking, registration and the gate sit after the Evaluator; the push after the gate.
     assert {("Evaluator", "RegistryGate"), ("RegistryGate", "ServingPusher")} <= kfp_edges
+    # The clinical evaluation is an input of the gate, so its criteria are decided on it in both.
+    assert {("Trainer", "ClinicalEvaluator"), ("ClinicalEvaluator", "RegistryGate")} <= kfp_edges
     # With a champion, the baseline node and its edges are the local ones, less the local resolver's
     # read of the Trainer's model (it skips the candidate; an Importer needs no such check).
     target = KubeflowTarget(baseline_model_uri="/mnt/dxpipe/pipelines/champion/Trainer/model/7")

@@ -223,7 +223,8 @@ def test_run_lists_its_datasets_and_logged_model_with_test_metrics(run, client):
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     plots = {a.path for a in client.list_logged_model_artifacts(output.model_id, "plots")}
-    assert plots == {f"plots/{p}.png" for p in ("roc", "precision_recall", "calibration", "confusion_matrix")}
+    drawn = ("roc", "precision_recall", "calibration", "confusion_matrix", "reliability", "decision_curve")
+    assert plots == {f"plots/{p}.png" for p in drawn}
 
 
 def test_version_description_is_the_reviewers_report(registered, client):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.clinical_eval.component import locked_threshold
 from components.serving_pusher.core import list_versions
 from models.features import LABEL, features_from_schema, load_schema, parse_examples
 from pipelines import local_runner
+from pipelines.clinical_report import load_clinical
 from pipelines.config import SourceConfig
 from pipelines.data import canonical_csv
 from pipelines.errors import DataGateError
@@ -39,6 +41,7 @@ def test_every_component_executed_and_the_model_was_blessed(first_run):
     assert set(outputs.execution_states) == UPSTREAM | {
         "baseline_resolver",
         "Evaluator",
+        "ClinicalEvaluator",
         "RegistryGate",
         "ServingPusher",
     }
@@ -69,6 +72,26 @@ def test_test_split_meets_the_published_bar(first_run):
     assert 0 <= overall["brier_score"] < 0.05
 
 
+def test_clinical_evaluation_agrees_with_tfma_on_the_same_rows(first_run):
+    cfg, _, outputs = first_run
+    report = load_clinical(outputs.clinical_uri)
+    threshold, _ = locked_threshold(outputs.saved_model_dir)
+    assert report["threshold"] == threshold
+    overall = load_test_metrics(outputs.evaluation_uri)["Overall"]
+    # Same rows, same model, same threshold: the exact AUC and TFMA's 10000-bucket AUC agree closely,
+    # and the counts-based recall and specificity agree exactly.
+    assert report["n"] == overall["example_count"]
+    assert report["auc"]["value"] == pytest.approx(overall["auc"], abs=2e-3)
+    if threshold == cfg.data.training.operating_threshold:  # TFMA counts at the config's threshold
+        assert report["at_threshold"]["sensitivity"]["value"] == pytest.approx(overall["recall"], abs=1e-6)
+        assert report["at_threshold"]["specificity"]["value"] == pytest.approx(
+            overall["specificity"], abs=1e-6
+        )
+    assert report["auc"]["lower"] < report["auc"]["value"] <= report["auc"]["upper"]
+    assert report["noninferiority"] is None  # the first model has no baseline
+    assert report["bootstrap"]["resamples"] == 2000
+
+
 def test_pushed_version_loads_and_predicts_real_rows(first_run):
     cfg, _, outputs = first_run
     versions = list_versions(cfg.staging_base_path)
@@ -92,11 +115,11 @@ def test_rerun_hits_the_cache_and_pushes_no_duplicate(first_run):
     local_runner.run_pipeline(cfg)
     second = _outputs(cfg)
     assert second.tfx_run_id != first.tfx_run_id
-    # Every executor up to the Evaluator is cached: the baseline resolver skips the candidate itself
-    # (blessed by the first run), so the Evaluator sees the same inputs as before. The registry gate
-    # decides again (the registry is state outside TFX's cache key) and finds the same version; the
-    # push it guards re-runs and finds the same model already published.
-    executors = UPSTREAM | {"Evaluator"}
+    # Every executor up to the Evaluator and the ClinicalEvaluator is cached: the baseline resolver
+    # skips the candidate itself (blessed by the first run), so both see the same inputs as before. The
+    # registry gate decides again (the registry is state outside TFX's cache key) and finds the same
+    # version; the push it guards re-runs and finds the same model already published.
+    executors = UPSTREAM | {"Evaluator", "ClinicalEvaluator"}
     assert {n for n, s in second.execution_states.items() if s == "CACHED"} >= executors
     assert second.execution_states["RegistryGate"] == "COMPLETE"
     assert second.model_uri == first.model_uri and second.baseline_model_uri is None

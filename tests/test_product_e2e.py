@@ -68,9 +68,21 @@ def test_run_is_tracked_registered_and_gated(first, client, workdir):
     assert run.data.tags["tfx.pipeline_root"] == str(workdir.absolute() / "pipelines" / "dxpipe-wdbc")
     assert json.loads(run.data.tags["mlmd.execution_ids"])["Trainer"] > 0
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert plots == {f"plots/{p}.png" for p in ("roc", "precision_recall", "calibration", "confusion_matrix")}
+    drawn = ("roc", "precision_recall", "calibration", "confusion_matrix", "reliability", "decision_curve")
+    assert plots == {f"plots/{p}.png" for p in drawn}
     version = client.get_model_version("wdbc", "1")
     assert version.tags["gate"] == "passed" and version.aliases == ["candidate"]
+    # The default WDBC gate bounds the intervals of the clinical evaluation, and they pass honestly.
+    results = {r["criterion"]: r for r in json.loads(version.tags["gate.verdict"])["results"]}
+    clinical = {name for name in results if name.startswith("clinical:")}
+    assert {
+        "clinical:min_test_examples",
+        "clinical:lower_bound:auc",
+        "clinical:lower_bound:sensitivity",
+    } <= clinical
+    assert all(results[name]["passed"] for name in clinical), results
+    assert 0.95 <= run.data.metrics["clinical/auc_lower"] <= run.data.metrics["clinical/auc_value"]
+    assert run.data.metrics["clinical/sensitivity_lower"] >= 0.80
     # The version holds this run's own TFX run (the id dxpipe bound, never "the latest run" of ML Metadata).
     run_id = run.data.tags["tfx.run_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+-[0-9a-f]{8}", run_id), run_id
@@ -156,6 +168,9 @@ def test_useless_model_fails_the_gate_against_the_champion(
     failed = {r["criterion"] for r in verdict["results"] if not r["passed"]}
     # Every failed criterion is listed, not the first one only.
     assert {"evaluator_blessing", "minimum:auc", "non_inferiority:auc"} <= failed, failed
+    # The clinical criteria refuse it too: its AUC's lower bound, and the paired comparison with the
+    # champion scored on the same test rows.
+    assert {"clinical:lower_bound:auc", "clinical:non_inferiority:auc"} <= failed, failed
     assert str(client.get_model_version_by_alias("wdbc", "candidate").version) == "1"
     as_os_user(monkeypatch, "dr-second")
     code, _, err = _dxpipe(

@@ -3,8 +3,9 @@
 The node sits after the Evaluator and before the staging push (`tfx.dsl.Cond` on its verdict), so a
 local run and the compiled Kubeflow pipeline hold the same tracking, registration and gate. Its inputs
 are the artifacts the decision is made on (the model, the test split's examples, the TFMA evaluation and
-blessing, the baseline the Evaluator re-scored, the data reports); its output is a `RegistryVerdict`
-whose `passed` custom property the push is conditioned on and whose `verdict.json` holds every reason.
+blessing, the baseline the Evaluator re-scored, the clinical evaluation, the data reports); its output is
+a `RegistryVerdict` whose `passed` custom property the push is conditioned on and whose `verdict.json`
+holds every reason.
 
 The MLflow side (opening or joining the run, logging, creating the version with its write-once
 evidence) is I/O above this layer, so the executor is bound by the pipeline factory through TFX's
@@ -23,6 +24,8 @@ from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.clinical_eval.component import ClinicalEvaluation
 
 VERDICT_FILE = "verdict.json"
 # The pipeline-level runtime parameter naming one run: the node re-decides every run (the registry's
@@ -57,6 +60,7 @@ class RegistryGateSpec(ComponentSpec):
         "schema": ChannelParameter(type=standard_artifacts.Schema, optional=True),
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
         "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
+        "clinical_evaluation": ChannelParameter(type=ClinicalEvaluation, optional=True),
     }
     OUTPUTS = {"verdict": ChannelParameter(type=RegistryVerdict)}
 
@@ -187,6 +191,7 @@ class RegistryGate(base_component.BaseComponent):
         schema: types.BaseChannel | None = None,
         statistics: types.BaseChannel | None = None,
         anomalies: types.BaseChannel | None = None,
+        clinical_evaluation: types.BaseChannel | None = None,
     ):
         """Builds the node.
 
@@ -206,6 +211,8 @@ class RegistryGate(base_component.BaseComponent):
             schema: The curated schema, logged with the run.
             statistics: StatisticsGen's output, summarised in the run.
             anomalies: ExampleValidator's output, summarised in the run.
+            clinical_evaluation: The ClinicalEvaluator's report, read by the gate's clinical criteria
+                and logged with the run.
         """
         spec = RegistryGateSpec(
             examples=examples,
@@ -216,6 +223,7 @@ class RegistryGate(base_component.BaseComponent):
             schema=schema,
             statistics=statistics,
             anomalies=anomalies,
+            clinical_evaluation=clinical_evaluation,
             model_name=model_name,
             pipeline_name=pipeline_name,
             gate_policy=gate_policy,

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from components.registry_gate.clinical import ClinicalCriteria, check_clinical
 from components.registry_gate.dictcfg import as_bool, as_float, as_int, as_str, check_keys
 from schemas.errors import ConfigError
 
@@ -137,14 +138,17 @@ class GatePolicy:
         slices: Per-slice bounds.
         non_inferiority: Comparisons against the current champion re-scored on the same test split.
         require_evaluator_blessing: Also require the TFX Evaluator's own blessing.
+        clinical: Criteria on the clinical evaluation's intervals (`components.registry_gate.clinical`),
+            or None.
     """
 
     overall: tuple[MetricBound, ...]
     slices: tuple[SliceCriterion, ...] = ()
     non_inferiority: tuple[NonInferiority, ...] = ()
     require_evaluator_blessing: bool = True
+    clinical: ClinicalCriteria | None = None
 
-    _KEYS = ("minimums", "maximums", "slices", "non_inferiority", "require_evaluator_blessing")
+    _KEYS = ("minimums", "maximums", "slices", "non_inferiority", "require_evaluator_blessing", "clinical")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "gate") -> GatePolicy:
@@ -159,6 +163,7 @@ class GatePolicy:
             non_inferiority:
               - {metric: auc, margin: 0.01}
             require_evaluator_blessing: true
+            clinical: {min_test_examples: 100, lower_bounds: {auc: 0.95}}   # see registry_gate.clinical
 
         Raises:
             ConfigError: On unknown keys (with a did-you-mean hint), wrong types, contradictory or
@@ -186,7 +191,10 @@ class GatePolicy:
             _non_inferiority(n, f"{path}.non_inferiority[{i}]") for i, n in enumerate(ni_raw)
         )
         blessing = as_bool(d.get("require_evaluator_blessing", True), f"{path}.require_evaluator_blessing")
-        return cls(overall, slices, non_inferiority, blessing)
+        clinical = None
+        if d.get("clinical") is not None:
+            clinical = ClinicalCriteria.from_dict(d["clinical"], f"{path}.clinical")
+        return cls(overall, slices, non_inferiority, blessing, clinical)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the policy in the `from_dict` format (round-trips)."""
@@ -201,8 +209,11 @@ class GatePolicy:
                 out["maximums"] = maxs
             return out
 
+        # `clinical` only when set, so the digest of every policy pinned before it existed is unchanged.
+        clinical = {} if self.clinical is None else {"clinical": self.clinical.to_dict()}
         return {
             **split(self.overall),
+            **clinical,
             "slices": [
                 {"feature": s.feature, "min_examples": s.min_examples, **split(s.bounds)} for s in self.slices
             ],
@@ -377,6 +388,7 @@ def evaluate_gate(
     baseline: SliceMetrics | None = None,
     champion: str | None = None,
     blessed: bool | None = None,
+    clinical: Mapping[str, Any] | None = None,
 ) -> GateVerdict:
     """Applies a gate policy to a candidate's test-split metrics.
 
@@ -390,6 +402,9 @@ def evaluate_gate(
             baseline metrics, every non-inferiority criterion fails: the comparison was required and
             could not be made.
         blessed: The TFX Evaluator's blessing, or None when no blessing was found.
+        clinical: The clinical evaluation report (`clinical_evaluation.json`), or None when there is none.
+            Its `noninferiority` must be the paired comparison with `champion` (callers drop it when the
+            baseline it was computed against is not the champion).
 
     Returns:
         The verdict with every criterion's result.
@@ -490,5 +505,13 @@ def evaluate_gate(
                 else f"inferior by more than the margin {_fmt(ni.margin)} (needs {need} {_fmt(limit)})"
             )
             results.append(CriterionResult(criterion, ok, message, value, limit))
+
+    if policy.clinical is not None:
+        clinical_results, clinical_notes = check_clinical(policy.clinical, clinical, champion)
+        results.extend(
+            CriterionResult(r.criterion, r.passed, r.message, r.observed, r.threshold)
+            for r in clinical_results
+        )
+        notes.extend(clinical_notes)
 
     return GateVerdict(tuple(results), tuple(notes))

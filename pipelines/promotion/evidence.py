@@ -59,6 +59,10 @@ class Evidence:
         failures: The failed criteria at registration.
         display_tags: The gate/metric/author/digest tags written on the version (a display of this record).
         registered_at: UTC time of registration.
+        clinical: The clinical evaluation the gate read (`clinical_evaluation.json`, its paired comparison
+            kept only when made against the champion), or None (no ClinicalEvaluator; older records).
+        clinical_uri: The ClinicalEvaluator's output directory, or None.
+        clinical_digest: `tree_digest` of it at registration.
     """
 
     model: str
@@ -86,6 +90,9 @@ class Evidence:
     failures: tuple[str, ...]
     display_tags: Mapping[str, str]
     registered_at: str
+    clinical: Mapping[str, Any] | None = None
+    clinical_uri: str | None = None
+    clinical_digest: str | None = None
 
     def to_json(self) -> bytes:
         """The canonical bytes of the record."""
@@ -200,6 +207,7 @@ def load_verified(base: Path, version: str, records: list[PromotionRecord]) -> V
     for label, uri, recorded in (
         ("Evaluator output", evidence.evaluation_uri, evidence.evaluation_digest),
         ("Evaluator blessing", evidence.blessing_uri, evidence.blessing_digest),
+        ("clinical evaluation", evidence.clinical_uri, evidence.clinical_digest),
     ):
         if not uri or recorded is None:
             continue

@@ -131,6 +131,7 @@ def rederive_verdict(
             one actually replaced, not the one that happened to be champion at registration. False for a
             rollback, which restores a version on its own recorded verdict.
     """
+    clinical = evidence.clinical
     if not compare_with_current or champion in (evidence.champion, evidence.version):
         baseline, label = evidence.baseline, evidence.champion
     elif champion is None:
@@ -145,12 +146,17 @@ def rederive_verdict(
         baseline, label = champion_evidence.candidate, champion
     else:
         baseline, label = None, champion
+    if label != evidence.champion and clinical is not None:
+        # The paired comparison was made with the champion of registration time, per row; no recorded
+        # figure re-scores another champion on the same rows, so its criteria fail with the reason.
+        clinical = {**clinical, "noninferiority": None}
     verdict = evaluate_gate(
         pinned.gate_policy(),
         evidence.candidate,
         baseline=baseline,
         champion=None if label is None else f"version {label}",
         blessed=evidence.blessed,
+        clinical=clinical,
     )
     if compare_with_current and champion != evidence.champion and champion is not None and baseline is None:
         verdict = dataclasses.replace(
