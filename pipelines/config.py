@@ -240,6 +240,30 @@ DATASET_KINDS = ("table", "image")
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelCardConfig:
+    """What the model card says about use, written by people (the rest of the card is computed).
+
+    Attributes:
+        intended_use: The clinical question, setting and population the model is meant for.
+        intended_users: Who acts on its output (e.g. "radiologists triaging a screening list").
+        out_of_scope: Uses it must not be put to.
+        limitations: Known limitations, one sentence each (the data's origin, what was not validated).
+    """
+
+    intended_use: str = ""
+    intended_users: str = ""
+    out_of_scope: str = ""
+    limitations: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("intended_use", "intended_users", "out_of_scope"):
+            if len(getattr(self, name)) > 2000:
+                raise ConfigError(f"model_card.{name} is over 2000 characters; keep it to a paragraph.")
+        if any(not item.strip() for item in self.limitations):
+            raise ConfigError("model_card.limitations holds an empty entry; write one sentence per item.")
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     """One dataset: where it comes from, how its label is read, and its curated schema.
 
@@ -266,6 +290,7 @@ class DatasetConfig:
             the top-level `gate:` section with this entry's keys replacing its keys.
         split: The split: the top-level `split:` with this entry's keys replacing its keys.
         checks: The identifier and leakage guards: the top-level `checks:` merged the same way.
+        model_card: Intended use and limitations for the model card attached at registration.
     """
 
     source: SourceConfig
@@ -285,6 +310,7 @@ class DatasetConfig:
     checks: DataChecksConfig = DataChecksConfig()
     kind: str = "table"
     image: ImageConfig = ImageConfig()
+    model_card: ModelCardConfig = ModelCardConfig()
 
     def __post_init__(self):
         if self.kind not in DATASET_KINDS:

@@ -265,6 +265,17 @@ class TrackedResult:
     intervals: dict | None = None
 
 
+def card_context(cfg: Config, paths: Paths) -> dict:
+    """What the model card needs from the config: the dataset, its `model_card:` text, the split input."""
+    return {
+        "dataset": cfg.dataset,
+        "positive_class": cfg.data.positive_class,
+        "kind": cfg.data.kind,
+        "intended": dataclasses.asdict(cfg.data.model_card),
+        "input_base": str(paths.input_base) if cfg.data.kind == "table" else None,
+    }
+
+
 def run_tracked(
     cfg: Config, *, enable_cache: bool = True, emit: Callable[[str], None] = lambda line: None
 ) -> TrackedResult:
@@ -325,7 +336,9 @@ def run_tracked(
             intervals = log_image_report(run, outputs, threshold, cfg.data.positive_class, cache)
         version = None
         if outputs.model_uri:
-            version = registry.register_and_gate(run, outputs, policy, model_name=cfg.model_name)
+            version = registry.register_and_gate(
+                run, outputs, policy, model_name=cfg.model_name, card_context=card_context(cfg, paths)
+            )
         result = TrackedResult(
             timings=timings,
             outputs=outputs,

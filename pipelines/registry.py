@@ -25,10 +25,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from components.registry_gate.core import OVERALL, CriterionResult, GatePolicy, GateVerdict, evaluate_gate
 from components.serving_pusher.core import PushError, saved_model_digest
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from pipelines.mlflow_tfma import Evaluation
     from pipelines.promotion.evidence import Evidence
     from pipelines.tracking import Session, TrackedRun
+
+_log = logging.getLogger(__name__)
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -286,6 +289,7 @@ def register_and_gate(
     *,
     model_name: str,
     evaluation: Evaluation | None = None,
+    card_context: Mapping[str, Any] | None = None,
 ) -> RegisteredVersion:
     """Registers the run's SavedModel as a new version, gates it and tags it with the verdict.
 
@@ -295,6 +299,7 @@ def register_and_gate(
         gate_policy: The gate policy.
         model_name: Registered model name (one per dataset and model, e.g. "wdbc").
         evaluation: The TFMA evaluation; by default the one `log_pipeline_outputs` loaded, else loaded here.
+        card_context: What the model card needs from the config (`pipelines.model_card.facts.gather`).
 
     Returns:
         The new version with its verdict. A failing version is registered too (with its reasons): the
@@ -323,6 +328,7 @@ def register_and_gate(
         model_name,
         evaluation,
         tuple(notes),
+        card_context,
     )
 
 
@@ -333,6 +339,7 @@ def register_in_session(
     model_name: str,
     evaluation: Evaluation | None,
     notes: tuple[str, ...],
+    card_context: Mapping[str, Any] | None = None,
 ) -> RegisteredVersion:
     """The MLflow side of `register_and_gate` (runs where MLflow lives).
 
@@ -449,6 +456,13 @@ def register_in_session(
                 model_id=native.model_id,
             )
         number = str(created.version)
+        # The card is logged before the evidence records its digest: a crash in between leaves a version
+        # without evidence, which is never approvable (as for any registration cut short).
+        with session.timed("model_card"):
+            card = _model_card(
+                session, outputs, evaluation, card_context, model_name, number, digest, verdict, gate_policy,
+                compared_with,
+            )  # fmt: skip
         evidence = Evidence(
             model=model_name,
             version=number,
@@ -475,6 +489,7 @@ def register_in_session(
             failures=tuple(f.criterion for f in verdict.failures),
             display_tags=_display_tags(tags),
             registered_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            model_card=card,
         )
         evidence_digest = write_evidence(base, evidence)
         log.append(
@@ -499,6 +514,51 @@ def register_in_session(
             aliases = (CANDIDATE,)
         session.set_tags({"registry.model": model_name, "registry.version": number})
     return RegisteredVersion(model_name, number, verdict, failures, aliases, digest, compared_with)
+
+
+def _model_card(
+    session: Session,
+    outputs: PipelineOutputs,
+    evaluation: Evaluation | None,
+    card_context: Mapping[str, Any] | None,
+    model_name: str,
+    number: str,
+    digest: str,
+    verdict: GateVerdict,
+    policy: GatePolicy,
+    compared_with: str,
+) -> dict[str, Any] | None:
+    """Builds the version's model card from the run's artifacts and logs it; returns its evidence record.
+
+    A card that cannot be built leaves the version without one (logged): it is then refused at approval,
+    which is the safe direction, while the registration itself (the record of every model) still happens.
+    """
+    from google.protobuf.message import DecodeError
+    from google.protobuf.text_format import ParseError
+
+    from pipelines.model_card import attach, facts
+
+    try:
+        card_facts = facts.gather(outputs, evaluation, context=card_context)
+        card_facts["model"] = {
+            "name": model_name,
+            "version": number,
+            "digest": digest,
+            "registered_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "author": session.author,
+            "run_id": session.run_id,
+            "tfx_run_id": outputs.tfx_run_id,
+        }
+        card_facts["gate"] = {
+            "passed": verdict.passed,
+            "failures": [f.message for f in verdict.failures],
+            "policy_digest": policy.digest(),
+            "compared_with": compared_with,
+        }
+        return attach.log_card(session.client, session.run_id, attach.build(card_facts))
+    except (OSError, ValueError, KeyError, TypeError, DecodeError, ParseError) as exc:
+        _log.warning("no model card for '%s' version %s: %s", model_name, number, exc)
+        return None
 
 
 @dataclasses.dataclass

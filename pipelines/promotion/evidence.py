@@ -59,6 +59,9 @@ class Evidence:
         failures: The failed criteria at registration.
         display_tags: The gate/metric/author/digest tags written on the version (a display of this record).
         registered_at: UTC time of registration.
+        model_card: The model card logged with the version (`pipelines.model_card.attach.Card.record`):
+            its artifact path, each file's SHA-256, the card digest and summary; None for versions
+            registered before cards (their approval is refused).
     """
 
     model: str
@@ -86,11 +89,14 @@ class Evidence:
     failures: tuple[str, ...]
     display_tags: Mapping[str, str]
     registered_at: str
+    model_card: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """The canonical bytes of the record."""
         data = dataclasses.asdict(self)
         data["failures"] = list(self.failures)
+        if data["model_card"] is None:
+            del data["model_card"]  # records written before cards keep their exact bytes and digest
         return json.dumps(data, sort_keys=True, indent=1).encode()
 
     @classmethod
