@@ -97,10 +97,10 @@ def schema_summary(schema_uri: str) -> list[dict[str, Any]]:
         domain = ""
         if kind == "int_domain":
             d = feature.int_domain
-            domain = f"{d.min if d.HasField('min') else '−∞'} to {d.max if d.HasField('max') else '∞'}"
+            domain = f"{d.min if d.HasField('min') else '-inf'} to {d.max if d.HasField('max') else 'inf'}"
         elif kind == "float_domain":
             d = feature.float_domain
-            domain = f"{d.min if d.HasField('min') else '−∞'} to {d.max if d.HasField('max') else '∞'}"
+            domain = f"{d.min if d.HasField('min') else '-inf'} to {d.max if d.HasField('max') else 'inf'}"
         elif kind == "string_domain":
             domain = "one of: " + ", ".join(feature.string_domain.value)
         elif kind == "domain" and feature.domain in named:

@@ -50,7 +50,7 @@ def _interval(entry: Mapping[str, Any] | None) -> tuple[str, str]:
     if not isinstance(entry, Mapping):
         return "—", "—"
     lower, upper = entry.get("lower"), entry.get("upper")
-    bounds = "—" if lower is None or upper is None else f"{fmt(lower)}–{fmt(upper)}"
+    bounds = "—" if lower is None or upper is None else f"{fmt(lower)} to {fmt(upper)}"
     method = entry.get("method")
     return fmt(entry.get("value")), bounds + (f" ({method})" if method else "")
 
