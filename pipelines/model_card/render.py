@@ -344,7 +344,7 @@ def document(facts: Mapping[str, Any]) -> tuple[Section, ...]:
     )
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#!{}()~])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
 
 
 def md_escape(text: str) -> str:
