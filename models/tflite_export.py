@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -264,8 +265,6 @@ def export(
     Raises:
         TFLiteExportError: The test split is empty or a conversion is impossible.
     """
-    import hashlib
-
     n = len(next(iter(test_raw.values()), ()))
     if n == 0:
         raise TFLiteExportError(
@@ -282,6 +281,33 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written under a temporary name and renamed when complete: a reader never sees a half export.
     staging = Path(tempfile.mkdtemp(prefix=".tflite-", dir=out.parent))
+    try:
+        report = _export_into(
+            staging, saved_model_dir, test_raw, reference, variants, converter, latency_runs
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report = dataclasses.replace(
+        report, threshold=threshold, threshold_source=source, savedmodel_latency_ms=baseline_ms
+    )
+    (staging / REPORT).write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True, default=str))
+    os.replace(staging, out)
+    return report
+
+
+def _export_into(
+    staging: Path,
+    saved_model_dir: str | os.PathLike,
+    test_raw: Mapping[str, np.ndarray],
+    reference: np.ndarray,
+    variants: tuple[str, ...],
+    converter: Callable[[str | os.PathLike, str], bytes],
+    latency_runs: int,
+) -> ExportReport:
+    import hashlib
+
+    threshold, _ = locked_threshold(saved_model_dir)
     reports = []
     for variant in variants:
         model = converter(saved_model_dir, variant)
@@ -305,7 +331,4 @@ def export(
                 reason=reason,
             )
         )
-    report = ExportReport(n, threshold, source, baseline_ms, tuple(reports))
-    (staging / REPORT).write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True, default=str))
-    os.replace(staging, out)
-    return report
+    return ExportReport(len(reference), threshold, "", 0.0, tuple(reports))

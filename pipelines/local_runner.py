@@ -253,6 +253,7 @@ class TrackedResult:
         tracking_overhead_s: Seconds MLflow work added to the critical path.
         baseline: What the Evaluator compared against.
         intervals: Image runs: test-split AUC and accuracy with 95 % bootstrap intervals.
+        tflite: The TFLite export and its parity report (`pipelines.tflite_step.TFLiteResult`).
     """
 
     timings: list[ComponentTiming]
@@ -263,11 +264,16 @@ class TrackedResult:
     tracking_overhead_s: float
     baseline: str
     intervals: dict | None = None
+    tflite: object = None
 
 
-def card_context(cfg: Config, paths: Paths) -> dict:
-    """What the model card needs from the config: the dataset, its `model_card:` text, the split input."""
+def card_context(cfg: Config, paths: Paths, tflite: dict | None = None) -> dict:
+    """What the model card needs besides the run's artifacts.
+
+    That is the config's `model_card:` text, where the split input is, and the TFLite parity report.
+    """
     return {
+        "tflite": tflite,
         "dataset": cfg.dataset,
         "positive_class": cfg.data.positive_class,
         "kind": cfg.data.kind,
@@ -335,9 +341,18 @@ def run_tracked(
             cache = paths.workdir / "reports"
             intervals = log_image_report(run, outputs, threshold, cfg.data.positive_class, cache)
         version = None
+        tflite = None
         if outputs.model_uri:
+            from pipelines.tflite_step import export_for_run
+
+            tflite = export_for_run(outputs, paths.workdir, cfg.data.kind)
             version = registry.register_and_gate(
-                run, outputs, policy, model_name=cfg.model_name, card_context=card_context(cfg, paths)
+                run,
+                outputs,
+                policy,
+                model_name=cfg.model_name,
+                card_context=card_context(cfg, paths, tflite.report),
+                tflite=tflite,
             )
         result = TrackedResult(
             timings=timings,
@@ -348,6 +363,7 @@ def run_tracked(
             tracking_overhead_s=0.0,
             baseline=describe_baseline(outputs.baseline_model_uri, champion_uri),
             intervals=intervals,
+            tflite=tflite,
         )
     result.tracking_overhead_s = run.overhead_s
     return result

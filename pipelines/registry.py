@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from pipelines.mlflow_tfma import Evaluation
     from pipelines.promotion.evidence import Evidence
+    from pipelines.tflite_step import TFLiteResult
     from pipelines.tracking import Session, TrackedRun
 
 _log = logging.getLogger(__name__)
@@ -290,6 +291,7 @@ def register_and_gate(
     model_name: str,
     evaluation: Evaluation | None = None,
     card_context: Mapping[str, Any] | None = None,
+    tflite: TFLiteResult | None = None,
 ) -> RegisteredVersion:
     """Registers the run's SavedModel as a new version, gates it and tags it with the verdict.
 
@@ -300,6 +302,8 @@ def register_and_gate(
         model_name: Registered model name (one per dataset and model, e.g. "wdbc").
         evaluation: The TFMA evaluation; by default the one `log_pipeline_outputs` loaded, else loaded here.
         card_context: What the model card needs from the config (`pipelines.model_card.facts.gather`).
+        tflite: The run's TFLite export (`pipelines.tflite_step.export_for_run`): its passing variants
+            and parity report are attached to the version.
 
     Returns:
         The new version with its verdict. A failing version is registered too (with its reasons): the
@@ -329,6 +333,7 @@ def register_and_gate(
         evaluation,
         tuple(notes),
         card_context,
+        tflite,
     )
 
 
@@ -340,6 +345,7 @@ def register_in_session(
     evaluation: Evaluation | None,
     notes: tuple[str, ...],
     card_context: Mapping[str, Any] | None = None,
+    tflite: TFLiteResult | None = None,
 ) -> RegisteredVersion:
     """The MLflow side of `register_and_gate` (runs where MLflow lives).
 
@@ -463,6 +469,7 @@ def register_in_session(
                 session, outputs, evaluation, card_context, model_name, number, digest, verdict, gate_policy,
                 compared_with,
             )  # fmt: skip
+            tflite_record = _attach_tflite(session, tflite)
         evidence = Evidence(
             model=model_name,
             version=number,
@@ -490,6 +497,7 @@ def register_in_session(
             display_tags=_display_tags(tags),
             registered_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             model_card=card,
+            tflite=tflite_record,
         )
         evidence_digest = write_evidence(base, evidence)
         log.append(
@@ -559,6 +567,22 @@ def _model_card(
     except (OSError, ValueError, KeyError, TypeError, DecodeError, ParseError) as exc:
         _log.warning("no model card for '%s' version %s: %s", model_name, number, exc)
         return None
+
+
+def _attach_tflite(session: Session, tflite: TFLiteResult | None) -> dict[str, Any] | None:
+    """Logs the TFLite export (passing variants and the parity report) under `tflite/` of the run."""
+    import hashlib
+
+    from pipelines.tflite_step import evidence_record
+
+    if tflite is None or tflite.directory is None or tflite.report is None:
+        return None
+    directory = Path(tflite.directory)
+    files = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()
+    }
+    session.client.log_artifacts(session.run_id, str(directory), "tflite")
+    return evidence_record(tflite, files)
 
 
 @dataclasses.dataclass

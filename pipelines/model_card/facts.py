@@ -208,7 +208,8 @@ def gather(
         outputs: The run's `PipelineOutputs`.
         evaluation: Its TFMA `Evaluation`, None when there is none.
         context: What only the config knows: {"dataset", "positive_class", "kind", "intended" (the
-            `model_card:` section as a mapping), "input_base" (the ExampleGen input directory)}.
+            `model_card:` section as a mapping), "input_base" (the ExampleGen input directory), "tflite"
+            (the TFLite parity report)}.
 
     Returns:
         A JSON-able mapping; `notes` lists every source that was missing or unreadable.
@@ -229,6 +230,7 @@ def gather(
         "metrics": {},
         "clinical": None,
         "operating_point": None,
+        "tflite": context.get("tflite"),
     }
     facts["intended"]["limitations"] = list(facts["intended"].get("limitations") or ())
 

@@ -328,6 +328,32 @@ def _decision_curve(facts: Mapping[str, Any]) -> Section:
     )
 
 
+def _tflite(facts: Mapping[str, Any]) -> Section:
+    report = facts.get("tflite")
+    title = "Offline export (TFLite)"
+    if not isinstance(report, Mapping):
+        return Section(title, ("No TFLite export was made for this version.",))
+    rows = tuple(
+        (
+            str(v.get("name")),
+            "exported" if v.get("passed") else "blocked: " + str(v.get("reason")),
+            fmt(v.get("size_bytes")),
+            f"{v['max_abs_diff']:.1e}" if isinstance(v.get("max_abs_diff"), float) else "—",
+            fmt(v.get("decision_mismatches")),
+            fmt(v.get("latency_ms"), 3),
+        )
+        for v in report.get("variants") or ()
+    )
+    return Section(
+        title,
+        (
+            f"Parity with the SavedModel on all {fmt(report.get('rows'))} test rows at threshold "
+            f"{fmt(report.get('threshold'), 4)}; a variant whose decisions differ on any row is not exported.",
+            Table(("variant", "status", "bytes", "max |Δp|", "decision changes", "single-row ms"), rows),
+        ),
+    )
+
+
 def document(facts: Mapping[str, Any]) -> tuple[Section, ...]:
     """The card's sections, in reading order."""
     return (
@@ -341,6 +367,7 @@ def document(facts: Mapping[str, Any]) -> tuple[Section, ...]:
         _slices(facts),
         _calibration(facts),
         _decision_curve(facts),
+        _tflite(facts),
     )
 
 

@@ -62,6 +62,8 @@ class Evidence:
         model_card: The model card logged with the version (`pipelines.model_card.attach.Card.record`):
             its artifact path, each file's SHA-256, the card digest and summary; None for versions
             registered before cards (their approval is refused).
+        tflite: The TFLite export attached to the version: the parity report and each file's SHA-256
+            (`pipelines.tflite_step.evidence_record`); None when there was none.
     """
 
     model: str
@@ -90,13 +92,15 @@ class Evidence:
     display_tags: Mapping[str, str]
     registered_at: str
     model_card: Mapping[str, Any] | None = None
+    tflite: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """The canonical bytes of the record."""
         data = dataclasses.asdict(self)
         data["failures"] = list(self.failures)
-        if data["model_card"] is None:
-            del data["model_card"]  # records written before cards keep their exact bytes and digest
+        for later in ("model_card", "tflite"):
+            if data[later] is None:
+                del data[later]  # records written before these fields keep their exact bytes and digest
         return json.dumps(data, sort_keys=True, indent=1).encode()
 
     @classmethod
