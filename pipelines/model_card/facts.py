@@ -99,8 +99,8 @@ def schema_summary(schema_uri: str) -> list[dict[str, Any]]:
             d = feature.int_domain
             domain = f"{d.min if d.HasField('min') else '-inf'} to {d.max if d.HasField('max') else 'inf'}"
         elif kind == "float_domain":
-            d = feature.float_domain
-            domain = f"{d.min if d.HasField('min') else '-inf'} to {d.max if d.HasField('max') else 'inf'}"
+            d = feature.float_domain  # float32 in the proto: shown to 6 significant digits, as written
+            domain = f"{f'{d.min:g}' if d.HasField('min') else '-inf'} to {f'{d.max:g}' if d.HasField('max') else 'inf'}"
         elif kind == "string_domain":
             domain = "one of: " + ", ".join(feature.string_domain.value)
         elif kind == "domain" and feature.domain in named:

@@ -46,6 +46,13 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def sig(value: Any) -> str:
+    """An already rounded aggregate as it was rounded (no invented precision), missing as an em dash."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:g}"
+    return "—"
+
+
 def _interval(entry: Mapping[str, Any] | None) -> tuple[str, str]:
     if not isinstance(entry, Mapping):
         return "—", "—"
@@ -111,7 +118,8 @@ def _data(facts: Mapping[str, Any]) -> Section:
     splits = data.get("splits") or {}
     if splits:
         rows = []
-        for split, entry in splits.items():
+        order = {"train": 0, "eval": 1, "test": 2}
+        for split, entry in sorted(splits.items(), key=lambda item: (order.get(item[0], 3), item[0])):
             n, positives = entry.get("examples"), entry.get("positives")
             prevalence = positives / n if isinstance(positives, int) and n else None
             rows.append((split, fmt(n), fmt(positives), fmt(prevalence)))
@@ -152,10 +160,10 @@ def _data(facts: Mapping[str, Any]) -> Section:
                         str(f.get("name")),
                         str(f.get("type")),
                         fmt(f.get("missing")),
-                        f"{fmt(f.get('mean'), 4)} ± {fmt(f.get('std_dev'), 4)}",
-                        fmt(f.get("p10"), 4),
-                        fmt(f.get("median"), 4),
-                        fmt(f.get("p90"), 4),
+                        f"{sig(f.get('mean'))} ± {sig(f.get('std_dev'))}",
+                        sig(f.get("p10")),
+                        sig(f.get("median")),
+                        sig(f.get("p90")),
                     )
                 )
         blocks.append(
@@ -239,7 +247,10 @@ def _performance(facts: Mapping[str, Any]) -> Section:
             )
     if metrics:
         blocks.append("Evaluator (TFMA) metrics on the test split, point estimates:")
-        rows = tuple((name, fmt(value)) for name, value in sorted(metrics.items()))
+        rows = tuple(
+            (name, fmt(int(value)) if name.endswith("count") and float(value).is_integer() else fmt(value))
+            for name, value in sorted(metrics.items())
+        )
         blocks.append(Table(("metric", "value"), rows))
     if not blocks:
         blocks.append("No evaluation was recorded for this run: there are no test-split metrics.")
