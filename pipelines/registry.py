@@ -75,6 +75,8 @@ TAG_TFX_MODEL_URI = "tfx.model_uri"
 TAG_TFX_ROOT = "tfx.pipeline_root"
 TAG_MLMD_EXECUTIONS = "mlmd.execution_ids"
 TAG_STAGING_VERSION = "serving.staging_version"
+TAG_MODEL_CARD = "model_card"
+TAG_TFLITE = "tflite"
 
 
 class RegistryError(DxpipeError):
@@ -470,6 +472,9 @@ def register_in_session(
                 compared_with,
             )  # fmt: skip
             tflite_record = _attach_tflite(session, tflite)
+            # Display only (the evidence holds the digests): where a reader of the version page finds them.
+            for key, value in _attachment_tags(card, tflite_record).items():
+                client.set_model_version_tag(model_name, number, key, value)
         evidence = Evidence(
             model=model_name,
             version=number,
@@ -583,6 +588,16 @@ def _attach_tflite(session: Session, tflite: TFLiteResult | None) -> dict[str, A
     }
     session.client.log_artifacts(session.run_id, str(directory), "tflite")
     return evidence_record(tflite, files)
+
+
+def _attachment_tags(card: Mapping[str, Any] | None, tflite: Mapping[str, Any] | None) -> dict[str, str]:
+    tags = {}
+    if card:
+        tags[TAG_MODEL_CARD] = f"run artifacts model_card/model_card.html (sha256 {card['digest']})"
+    if tflite:
+        exported = ", ".join(tflite.get("exported") or ()) or "none (parity failed)"
+        tags[TAG_TFLITE] = f"run artifacts tflite/: {exported}; parity on {tflite.get('rows')} test rows"
+    return tags
 
 
 @dataclasses.dataclass

@@ -65,7 +65,6 @@ def test_the_version_carries_a_tflite_export_with_parity_on_every_test_row(run, 
     workdir, out, client = run
     evidence = _evidence(workdir)
     report = evidence.tflite
-    facts_splits = None
     local = Path(client.download_artifacts(evidence.run_id, "tflite", str(tmp_path)))
     facts_splits = json.loads(
         Path(
@@ -86,6 +85,8 @@ def test_the_version_carries_a_tflite_export_with_parity_on_every_test_row(run, 
     probability = runner(row)
     assert probability.shape == (1,) and 0.0 <= probability[0] <= 1.0
     assert "TFLite parity on" in out and "float16: exported" in out, out
+    tag = client.get_model_version("wdbc", "1").tags["tflite"]
+    assert tag == f"run artifacts tflite/: float16, int8_dynamic; parity on {report['rows']} test rows"
 
 
 def test_approval_shows_the_card_and_records_its_digest(run, monkeypatch, capsys):

@@ -54,6 +54,8 @@ def test_registration_attaches_the_card_and_records_its_digest(cfg, fixtures):
     for name, digest in recorded["files"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
     assert recorded["digest"] == recorded["files"]["model_card.md"]
+    tags = registry.get_version(registry.client_for(cfg.resolved()), "wdbc", "1").tags
+    assert tags["model_card"] == f"run artifacts model_card/model_card.html (sha256 {recorded['digest']})"
     markdown = (folder / "model_card.md").read_text()
     assert "# Model card: wdbc version 1" in markdown and "Registry gate: passed" in markdown
     # Built from the run's artifacts: the Evaluator's metrics and the degraded parts named as such.
