@@ -18,7 +18,7 @@ import pytest
 from components.serving_pusher.core import list_versions
 from pipelines import registry, registry_cli
 from pipelines.model_card import attach
-from pipelines.promotion import ModelCardError, approve, journal
+from pipelines.promotion import ModelCardError, approve, journal, status
 from pipelines.promotion.evidence import Evidence, evidence_path
 from tests.registry.support import register, who
 
@@ -105,6 +105,11 @@ def test_an_edited_card_file_blocks_the_approval(cfg, fixtures, name):
 def test_a_deleted_card_file_blocks_the_approval(cfg, fixtures):
     register(cfg, fixtures, "good")
     (card_dir(cfg) / "model_card.html").unlink()
+    report = status(cfg, "wdbc")
+    assert not report.consistent
+    assert any(
+        p.startswith("model card: the model card file 'model_card/model_card.html'") for p in report.problems
+    )
     _refused(cfg, "model_card/model_card.html' of 'wdbc' version 1 .* was deleted after registration")
 
 
