@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from schemas.errors import DxpipeError
+
 SIGNATURE = "serving_default"
 OPERATING_POINT = "assets.extra/dxpipe_operating_point.json"
 REPORT = "tflite_parity.json"
@@ -49,7 +51,7 @@ VARIANTS = tuple(TOLERANCE)
 LATENCY_RUNS = 200
 
 
-class TFLiteExportError(Exception):
+class TFLiteExportError(DxpipeError):
     """The model cannot be exported to TFLite; the message names the feature or file and the fix."""
 
 
