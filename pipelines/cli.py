@@ -121,6 +121,11 @@ def _print_summary(cfg, result, wall: float) -> None:
         print(f"Pushed to staging: {outputs.pushed_destination}")
     else:
         print("Not pushed to staging: only blessed models are.")
+    if getattr(result, "tflite", None) is not None:
+        from pipelines.tflite_step import describe
+
+        for line in describe(result.tflite):
+            print(line)
     print(f"\nMLflow run {result.mlflow_run_id} at {redact_uri(result.tracking_uri)}")
     if version is None:
         return

@@ -51,6 +51,7 @@ __all__ = [
     "DatasetConfig",
     "EvaluationConfig",
     "ImageConfig",
+    "ModelCardConfig",
     "ServingConfig",
     "SourceConfig",
     "SplitConfig",
@@ -243,6 +244,30 @@ class ImageConfig:
 
 
 @dataclass(frozen=True, config=SECTION)
+class ModelCardConfig:
+    """What the model card says about use, written by people (the rest of the card is computed).
+
+    Attributes:
+        intended_use: The clinical question, setting and population the model is meant for.
+        intended_users: Who acts on its output (e.g. "radiologists triaging a screening list").
+        out_of_scope: Uses it must not be put to.
+        limitations: Known limitations, one sentence each (the data's origin, what was not validated).
+    """
+
+    intended_use: Text = ""
+    intended_users: Text = ""
+    out_of_scope: Text = ""
+    limitations: tuple[Text, ...] = ()
+
+    def __post_init__(self):
+        for name in ("intended_use", "intended_users", "out_of_scope"):
+            if len(getattr(self, name)) > 2000:
+                raise ConfigError(f"model_card.{name} is over 2000 characters; keep it to a paragraph.")
+        if any(not item.strip() for item in self.limitations):
+            raise ConfigError("model_card.limitations holds an empty entry; write one sentence per item.")
+
+
+@dataclass(frozen=True, config=SECTION)
 class DatasetConfig:
     """One dataset: where it comes from, how its label is read, and its curated schema.
 
@@ -271,6 +296,7 @@ class DatasetConfig:
         checks: The identifier and leakage guards: the top-level `checks:` merged the same way.
         clinical: The clinical evaluation's settings (`components.clinical_eval.core.ClinicalSettings`):
             the top-level `clinical:` merged the same way.
+        model_card: Intended use and limitations for the model card attached at registration.
     """
 
     source: SourceConfig
@@ -292,6 +318,7 @@ class DatasetConfig:
     checks: DataChecksConfig = dataclasses.field(default_factory=DataChecksConfig)
     kind: Literal["table", "image"] = "table"
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+    model_card: ModelCardConfig = dataclasses.field(default_factory=ModelCardConfig)
 
     def __post_init__(self):
         if (self.kind == "image") != (self.source.kind == "medmnist"):

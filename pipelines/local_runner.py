@@ -269,6 +269,7 @@ class TrackedResult:
         tracking_overhead_s: Seconds MLflow work added to the critical path.
         baseline: What the Evaluator compared against.
         intervals: Image runs: test-split AUC and accuracy with 95 % bootstrap intervals.
+        tflite: The TFLite export and its parity report (`pipelines.tflite_step.TFLiteResult`).
     """
 
     timings: list[ComponentTiming]
@@ -279,6 +280,7 @@ class TrackedResult:
     tracking_overhead_s: float
     baseline: str
     intervals: dict | None = None
+    tflite: object = None
 
 
 def run_tracked(
@@ -346,7 +348,7 @@ def run_tracked(
             threshold = cfg.data.training.operating_threshold
             cache = paths.workdir / "reports"
             intervals = log_image_report(run, outputs, threshold, cfg.data.positive_class, cache)
-        # Registered and gated by the RegistryGate node, in this run.
+        # Registered and gated (its model card and TFLite export attached) by the RegistryGate node.
         version = binding.version
         result = TrackedResult(
             timings=timings,
@@ -357,6 +359,7 @@ def run_tracked(
             tracking_overhead_s=0.0,
             baseline=describe_baseline(outputs.baseline_model_uri, champion_uri),
             intervals=intervals,
+            tflite=binding.tflite,
         )
     result.tracking_overhead_s = run.overhead_s
     return result

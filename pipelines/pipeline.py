@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import tensorflow_model_analysis as tfma
 from tfx.components import CsvExampleGen, Evaluator, ExampleValidator, StatisticsGen, Trainer
@@ -241,8 +242,29 @@ def _run_params(cfg: Config) -> dict[str, str]:
     return {k: redact_uri(v) if k.endswith(("_uri", ".uri")) else v for k, v in flatten(cfg).items()}
 
 
+def card_context(cfg: Config, input_base: str | None) -> dict[str, Any]:
+    """What the model card needs from the config (`pipelines.model_card.facts.gather`'s `context`).
+
+    The TFLite parity report joins it at registration, where the export is made.
+    """
+    return {
+        "dataset": cfg.dataset,
+        "positive_class": cfg.data.positive_class,
+        "kind": cfg.data.kind,
+        "intended": dataclasses.asdict(cfg.data.model_card),
+        "input_base": input_base if cfg.data.kind == "table" else None,
+    }
+
+
 def registry_gate_node(
-    cfg: Config, example_gen, trainer, evaluator, baseline_model, data_nodes=None, clinical=None
+    cfg: Config,
+    example_gen,
+    trainer,
+    evaluator,
+    baseline_model,
+    data_nodes=None,
+    clinical=None,
+    input_base: str | None = None,
 ):
     """Returns the RegistryGate node: tracking, registration and the registry gate, bound to MLflow.
 
@@ -254,6 +276,7 @@ def registry_gate_node(
         baseline_model: The channel of the model the Evaluator re-scored as baseline.
         data_nodes: (StatisticsGen, ImportSchemaGen, ExampleValidator), whose reports the run logs.
         clinical: The ClinicalEvaluator whose report the gate's clinical criteria read (None: no report).
+        input_base: ExampleGen's input directory (the split sizes on the model card).
     """
     from pipelines.registry_executor import MlflowRegistryGateExecutor, tracking_json
 
@@ -280,6 +303,7 @@ def registry_gate_node(
         run_params=json.dumps(_run_params(cfg), sort_keys=True),
         run_id=run_id_parameter(),
         executor_class=MlflowRegistryGateExecutor,
+        model_card=json.dumps(card_context(cfg, input_base), sort_keys=True),
         **reports,
     )
 
@@ -291,6 +315,7 @@ def evaluation_and_push_nodes(
     baseline_model_uri: str | None,
     builtin_resolver_only: bool,
     data_nodes=None,
+    input_base: str | None = None,
 ) -> list:
     """Returns the baseline node(s), the Evaluator, the RegistryGate and the Pusher behind its verdict.
 
@@ -301,6 +326,7 @@ def evaluation_and_push_nodes(
         baseline_model_uri: The champion's Model URI, if known (see `create_pipeline`).
         builtin_resolver_only: See `create_pipeline`.
         data_nodes: See `registry_gate_node`.
+        input_base: See `registry_gate_node`.
     """
     data = cfg.data
     baseline_nodes, baseline_model = _baseline(trainer, baseline_model_uri, builtin_resolver_only)
@@ -312,7 +338,9 @@ def evaluation_and_push_nodes(
         example_splits=[GATED_SPLIT],
     )
     clinical = clinical_evaluation_node(cfg, example_gen, trainer, baseline_model)
-    gate = registry_gate_node(cfg, example_gen, trainer, evaluator, baseline_model, data_nodes, clinical)
+    gate = registry_gate_node(
+        cfg, example_gen, trainer, evaluator, baseline_model, data_nodes, clinical, input_base
+    )
     # The push is guarded structurally by the registry's verdict (which requires the Evaluator's
     # blessing unless the pinned policy says otherwise); the Pusher re-checks the blessing itself.
     with Cond(gate.outputs["verdict"].future()[0].custom_property("passed") == 1):
@@ -423,6 +451,7 @@ def create_pipeline(
             baseline_model_uri,
             builtin_resolver_only,
             (statistics_gen, schema_gen, example_validator),
+            input_base,
         ),
     ]
     return tfx_pipeline.Pipeline(

@@ -25,10 +25,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from components.registry_gate.core import OVERALL, CriterionResult, GatePolicy, GateVerdict, evaluate_gate
 from components.serving_pusher.core import PushError, saved_model_digest
@@ -50,7 +51,10 @@ if TYPE_CHECKING:
 
     from pipelines.mlflow_tfma import Evaluation
     from pipelines.promotion.evidence import Evidence
+    from pipelines.tflite_step import TFLiteResult
     from pipelines.tracking import Session, TrackedRun
+
+_log = logging.getLogger(__name__)
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -71,6 +75,8 @@ TAG_TFX_MODEL_URI = "tfx.model_uri"
 TAG_TFX_ROOT = "tfx.pipeline_root"
 TAG_MLMD_EXECUTIONS = "mlmd.execution_ids"
 TAG_STAGING_VERSION = "serving.staging_version"
+TAG_MODEL_CARD = "model_card"
+TAG_TFLITE = "tflite"
 
 
 class RegistryError(DxpipeError):
@@ -297,6 +303,8 @@ def register_and_gate(
     *,
     model_name: str,
     evaluation: Evaluation | None = None,
+    card_context: Mapping[str, Any] | None = None,
+    tflite: TFLiteResult | None = None,
 ) -> RegisteredVersion:
     """Registers the run's SavedModel as a new version, gates it and tags it with the verdict.
 
@@ -306,6 +314,9 @@ def register_and_gate(
         gate_policy: The gate policy.
         model_name: Registered model name (one per dataset and model, e.g. "wdbc").
         evaluation: The TFMA evaluation; by default the one `log_pipeline_outputs` loaded, else loaded here.
+        card_context: What the model card needs from the config (`pipelines.model_card.facts.gather`).
+        tflite: The run's TFLite export (`pipelines.tflite_step.export_for_run`): its passing variants
+            and parity report are attached to the version.
 
     Returns:
         The new version with its verdict. A failing version is registered too (with its reasons): the
@@ -334,6 +345,8 @@ def register_and_gate(
         model_name,
         evaluation,
         tuple(notes),
+        card_context,
+        tflite,
     )
 
 
@@ -344,6 +357,8 @@ def register_in_session(
     model_name: str,
     evaluation: Evaluation | None,
     notes: tuple[str, ...],
+    card_context: Mapping[str, Any] | None = None,
+    tflite: TFLiteResult | None = None,
 ) -> RegisteredVersion:
     """The MLflow side of `register_and_gate` (runs where MLflow lives).
 
@@ -467,6 +482,17 @@ def register_in_session(
                 model_id=native.model_id,
             )
         number = str(created.version)
+        # The card is logged before the evidence records its digest: a crash in between leaves a version
+        # without evidence, which is never approvable (as for any registration cut short).
+        with session.timed("model_card"):
+            card = _model_card(
+                session, outputs, evaluation, card_context, model_name, number, digest, verdict, gate_policy,
+                compared_with,
+            )  # fmt: skip
+            tflite_record = _attach_tflite(session, tflite)
+            # Display only (the evidence holds the digests): where a reader of the version page finds them.
+            for key, value in _attachment_tags(card, tflite_record).items():
+                client.set_model_version_tag(model_name, number, key, value)
         evidence = Evidence(
             model=model_name,
             version=number,
@@ -496,6 +522,8 @@ def register_in_session(
             clinical=clinical,
             clinical_uri=outputs.clinical_uri,
             clinical_digest=optional_digest(outputs.clinical_uri),
+            model_card=card,
+            tflite=tflite_record,
         )
         evidence_digest = write_evidence(base, evidence)
         log.append(
@@ -520,6 +548,77 @@ def register_in_session(
             aliases = (CANDIDATE,)
         session.set_tags({"registry.model": model_name, "registry.version": number})
     return RegisteredVersion(model_name, number, verdict, failures, aliases, digest, compared_with)
+
+
+def _model_card(
+    session: Session,
+    outputs: PipelineOutputs,
+    evaluation: Evaluation | None,
+    card_context: Mapping[str, Any] | None,
+    model_name: str,
+    number: str,
+    digest: str,
+    verdict: GateVerdict,
+    policy: GatePolicy,
+    compared_with: str,
+) -> dict[str, Any] | None:
+    """Builds the version's model card from the run's artifacts and logs it; returns its evidence record.
+
+    A card that cannot be built leaves the version without one (logged): it is then refused at approval,
+    which is the safe direction, while the registration itself (the record of every model) still happens.
+    """
+    from google.protobuf.message import DecodeError
+    from google.protobuf.text_format import ParseError
+
+    from pipelines.model_card import attach, facts
+
+    try:
+        card_facts = facts.gather(outputs, evaluation, context=card_context)
+        card_facts["model"] = {
+            "name": model_name,
+            "version": number,
+            "digest": digest,
+            "registered_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "author": session.author,
+            "run_id": session.run_id,
+            "tfx_run_id": outputs.tfx_run_id,
+        }
+        card_facts["gate"] = {
+            "passed": verdict.passed,
+            "failures": [f.message for f in verdict.failures],
+            "policy_digest": policy.digest(),
+            "compared_with": compared_with,
+        }
+        return attach.log_card(session.client, session.run_id, attach.build(card_facts))
+    except (OSError, ValueError, KeyError, TypeError, DecodeError, ParseError) as exc:
+        _log.warning("no model card for '%s' version %s: %s", model_name, number, exc)
+        return None
+
+
+def _attach_tflite(session: Session, tflite: TFLiteResult | None) -> dict[str, Any] | None:
+    """Logs the TFLite export (passing variants and the parity report) under `tflite/` of the run."""
+    import hashlib
+
+    from pipelines.tflite_step import evidence_record
+
+    if tflite is None or tflite.directory is None or tflite.report is None:
+        return None
+    directory = Path(tflite.directory)
+    files = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()
+    }
+    session.client.log_artifacts(session.run_id, str(directory), "tflite")
+    return evidence_record(tflite, files)
+
+
+def _attachment_tags(card: Mapping[str, Any] | None, tflite: Mapping[str, Any] | None) -> dict[str, str]:
+    tags = {}
+    if card:
+        tags[TAG_MODEL_CARD] = f"run artifacts model_card/model_card.html (sha256 {card['digest']})"
+    if tflite:
+        exported = ", ".join(tflite.get("exported") or ()) or "none (parity failed)"
+        tags[TAG_TFLITE] = f"run artifacts tflite/: {exported}; parity on {tflite.get('rows')} test rows"
+    return tags
 
 
 @dataclasses.dataclass

@@ -91,7 +91,23 @@ def cmd_approve(args: argparse.Namespace) -> int:
     )
     if record.warning:
         _out(f"warning: {record.warning}")
+    _print_card(cfg, record)
     return 0
+
+
+def _print_card(cfg, record) -> None:
+    """The approved version's model card: its digest (now in the log) and summary, from the evidence."""
+    from pipelines.promotion.evidence import Evidence, evidence_path
+
+    if not record.model_card_digest:
+        return
+    path = evidence_path(cfg.resolved().production_path(record.model), record.version)
+    card = Evidence.from_json(path.read_bytes()).model_card or {}
+    _out(
+        f"model card {card.get('artifact_path', 'model_card')}/model_card.html, sha256 {record.model_card_digest}:"
+    )
+    for line in card.get("summary") or ():
+        _out(f"  {line}")
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -43,6 +43,7 @@ class RunBinding:
             included); None reads them from the node's `tracking` parameter.
         version: The `RegisteredVersion` the node produced (filled by the node).
         outputs: The `PipelineOutputs` the node gated (filled by the node).
+        tflite: The `pipelines.tflite_step.TFLiteResult` attached to the version (filled by the node).
     """
 
     run_id: str
@@ -51,6 +52,7 @@ class RunBinding:
     tracking: TrackingConfig | None = None
     version: Any = None
     outputs: PipelineOutputs | None = None
+    tflite: Any = None
 
 
 _BINDINGS: dict[str, RunBinding] = {}
@@ -150,12 +152,49 @@ def _record(version: Any, run_id: str, mlflow_run_id: str) -> dict:
     )
 
 
-def gate_in_run(run: Any, outputs: PipelineOutputs, policy: GatePolicy, model_name: str) -> Any:
-    """Logs the TFX run's outputs to the open MLflow run, then registers and gates the model."""
+def gate_in_run(
+    run: Any,
+    outputs: PipelineOutputs,
+    policy: GatePolicy,
+    model_name: str,
+    card: Mapping[str, Any] | None = None,
+    workdir: str | None = None,
+) -> tuple[Any, Any]:
+    """Logs the TFX run's outputs to the open MLflow run, then registers and gates the model.
+
+    The TFLite export (with its parity gate; cached under `<workdir>/tflite` by model and test split) is
+    made first, so the version's model card shows it and its evidence records it.
+
+    Args:
+        run: The open `pipelines.tracking.TrackedRun`.
+        outputs: The artifacts the node was given.
+        policy: The gate policy.
+        model_name: Registered model name.
+        card: The config's side of the model card (`pipelines.pipeline.card_context`); None: facts only.
+        workdir: Where the TFLite cache lives; None makes no TFLite export.
+
+    Returns:
+        (the `RegisteredVersion`, the `TFLiteResult` or None).
+    """
     from pipelines import registry, tracking
+    from pipelines.tflite_step import export_for_run
 
     evaluation = tracking.log_pipeline_outputs(run, outputs)
-    return registry.register_and_gate(run, outputs, policy, model_name=model_name, evaluation=evaluation)
+    context = dict(card or {})
+    tflite = None
+    if workdir and outputs.model_uri:
+        tflite = export_for_run(outputs, workdir, context.get("kind", "table"))
+        context["tflite"] = tflite.report
+    version = registry.register_and_gate(
+        run,
+        outputs,
+        policy,
+        model_name=model_name,
+        evaluation=evaluation,
+        card_context=context,
+        tflite=tflite,
+    )
+    return version, tflite
 
 
 class MlflowRegistryGateExecutor(RegistryGateExecutor):
@@ -175,20 +214,26 @@ class MlflowRegistryGateExecutor(RegistryGateExecutor):
         outputs = _with_lineage(outputs, binding.metadata_path if binding else None)
         if binding is not None:
             binding.outputs = outputs
+        card_json = params.get("model_card")
+        card = json.loads(card_json) if card_json and card_json != "None" else None
+        settings = binding.tracking if binding is not None and binding.tracking is not None else None
+        cfg = dataclasses.replace(settings or tracking_from_json(params["tracking"]), worker_process=False)
+        # The TFLite cache lives in the run's working directory (locally the runner's; in a pod, the
+        # compiled config's), as it did when the runner made the export.
+        workdir = str(Path(cfg.workdir).expanduser().absolute())
         if binding is not None and binding.run is not None:
-            version = gate_in_run(binding.run, outputs, policy, model_name)
+            version, binding.tflite = gate_in_run(binding.run, outputs, policy, model_name, card, workdir)
             binding.version = version
             return _record(version, run_id, binding.run.run_id)
 
-        settings = binding.tracking if binding is not None and binding.tracking is not None else None
-        cfg = dataclasses.replace(settings or tracking_from_json(params["tracking"]), worker_process=False)
         tags = {
             "tfx.pipeline_name": pipeline_name,
             RUN_ID_TAG: run_id,
             "tfx.pipeline_root": str(Path(inputs["model"] or "").parents[2]) if inputs.get("model") else "",
         }
         with tracking.pipeline_run(cfg, pipeline_name, json.loads(params["run_params"]), tags) as run:
-            version = gate_in_run(run, outputs, policy, model_name)
+            version, tflite = gate_in_run(run, outputs, policy, model_name, card, workdir)
         if binding is not None:
             binding.version = version
+            binding.tflite = tflite
         return _record(version, run_id, run.run_id)

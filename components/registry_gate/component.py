@@ -50,6 +50,8 @@ class RegistryGateSpec(ComponentSpec):
         "tracking": ExecutionParameter(type=str),
         "run_params": ExecutionParameter(type=str),
         "run_id": ExecutionParameter(type=str),
+        # What only the config knows for the model card and the TFLite export (the binding's format).
+        "model_card": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -187,6 +189,7 @@ class RegistryGate(base_component.BaseComponent):
         run_params: str,
         run_id: Any,
         executor_class: type[RegistryGateExecutor] | None = None,
+        model_card: str | None = None,
         baseline_model: types.BaseChannel | None = None,
         schema: types.BaseChannel | None = None,
         statistics: types.BaseChannel | None = None,
@@ -207,6 +210,8 @@ class RegistryGate(base_component.BaseComponent):
             run_params: The run's configuration, as JSON, logged as the MLflow run's parameters.
             run_id: This pipeline run's id: a `RuntimeParameter` named `RUN_ID_PARAMETER`.
             executor_class: The binding's executor (a `RegistryGateExecutor` subclass).
+            model_card: The config's side of the model card attached at registration (intended use,
+                dataset, kind, input directory), as JSON; None attaches a card of computed facts only.
             baseline_model: The model the Evaluator re-scored as baseline, if any.
             schema: The curated schema, logged with the run.
             statistics: StatisticsGen's output, summarised in the run.
@@ -230,6 +235,7 @@ class RegistryGate(base_component.BaseComponent):
             tracking=tracking,
             run_params=run_params,
             run_id=run_id,
+            model_card=model_card,
             verdict=types.Channel(type=RegistryVerdict),
         )
         custom = None if executor_class is None else executor_spec.ExecutorClassSpec(executor_class)

@@ -49,6 +49,7 @@ class PromotionRecord:
         four_eyes: Whether the pinned four-eyes rule applied to this decision.
         policy_digest: The pinned gate policy the decision was made under.
         evidence_digest: For "register": SHA-256 of the evidence record written for the version.
+        model_card_digest: For approvals: the digest of the model card the reviewer approved.
         op_id: The write-ahead journal entry this record commits (empty when not journalled).
         reason: Why it was refused or failed; for other events, remarks.
         prev: Hash of the previous line ("" for the first).
@@ -74,6 +75,7 @@ class PromotionRecord:
     four_eyes: bool | None = None
     policy_digest: str | None = None
     evidence_digest: str | None = None
+    model_card_digest: str | None = None
     op_id: str = ""
     reason: str | None = None
     prev: str = ""
@@ -85,6 +87,9 @@ class PromotionRecord:
         data = dataclasses.asdict(self)
         data.pop("warning")
         data.pop("hash")
+        if data["model_card_digest"] is None:
+            # Lines written before cards carry no such key; their hashes must still verify.
+            del data["model_card_digest"]
         return data
 
     def to_json(self) -> str:

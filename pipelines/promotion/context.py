@@ -146,6 +146,15 @@ def decision_for(
     except TamperingError as exc:
         verified = VerifiedEvidence(None, (*verified.problems, str(exc)))
         pinned = None
+    card_problems: list[str] = []
+    if action == "approve" and verified.evidence is not None:
+        # The card is fetched from the run the evidence names (the registry's run link is editable).
+        from pipelines.model_card.attach import card_problems as check_card
+
+        evidence = verified.evidence
+        card_problems = check_card(
+            ctx.client, evidence.run_id, evidence.model_card, f"'{ctx.model}' version {mv.version}"
+        )
     decision = decide(
         ctx.model,
         mv.version,
@@ -157,5 +166,6 @@ def decision_for(
         champion=champion,
         champion_evidence=champion_evidence,
         action=action,
+        card_problems=card_problems,
     )
     return decision, verified.evidence

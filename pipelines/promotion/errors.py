@@ -25,6 +25,10 @@ class TamperingError(PromotionError):
     """Tags, evidence or artifacts disagree with what was recorded at registration."""
 
 
+class ModelCardError(PromotionError):
+    """The version's model card is missing, deleted or no longer the one recorded at registration."""
+
+
 class FourEyesError(PromotionError):
     """The reviewer is the run's author (or the author is unknown) under the pinned four-eyes rule."""
 

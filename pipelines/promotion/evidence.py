@@ -63,6 +63,11 @@ class Evidence:
             kept only when made against the champion), or None (no ClinicalEvaluator; older records).
         clinical_uri: The ClinicalEvaluator's output directory, or None.
         clinical_digest: `tree_digest` of it at registration.
+        model_card: The model card logged with the version (`pipelines.model_card.attach.Card.record`):
+            its artifact path, each file's SHA-256, the card digest and summary; None for versions
+            registered before cards (their approval is refused).
+        tflite: The TFLite export attached to the version: the parity report and each file's SHA-256
+            (`pipelines.tflite_step.evidence_record`); None when there was none.
     """
 
     model: str
@@ -93,11 +98,16 @@ class Evidence:
     clinical: Mapping[str, Any] | None = None
     clinical_uri: str | None = None
     clinical_digest: str | None = None
+    model_card: Mapping[str, Any] | None = None
+    tflite: Mapping[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """The canonical bytes of the record."""
         data = dataclasses.asdict(self)
         data["failures"] = list(self.failures)
+        for later in ("model_card", "tflite"):
+            if data[later] is None:
+                del data[later]  # records written before these fields keep their exact bytes and digest
         return json.dumps(data, sort_keys=True, indent=1).encode()
 
     @classmethod

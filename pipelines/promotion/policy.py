@@ -6,14 +6,14 @@ is tampering), applies the pinned four-eyes rule to normalised names, and return
 The service (`pipelines.promotion.service`) gathers the inputs, calls `decide` and applies the decision.
 
 Order of precedence of the decision's `kind` (all reasons are listed whatever the kind):
-no evidence > tampering > gate failed > four-eyes.
+no evidence > tampering > model card > gate failed > four-eyes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from components.registry_gate.core import OVERALL, GatePolicy, GateVerdict, evaluate_gate
 from pipelines.identity import Identity, normalise_name
@@ -31,6 +31,7 @@ NOT_GATED = "not_gated"
 TAMPERED = "tampered"
 GATE_FAILED = "gate_failed"
 FOUR_EYES = "four_eyes"
+MODEL_CARD = "model_card"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Decision:
 
     Attributes:
         allowed: True when nothing stands in the way.
-        kind: OK, NOT_GATED, TAMPERED, GATE_FAILED or FOUR_EYES (the most serious reason).
+        kind: OK, NOT_GATED, TAMPERED, MODEL_CARD, GATE_FAILED or FOUR_EYES (the most serious reason).
         reasons: Every reason, one sentence each.
         verdict: The verdict re-derived from the evidence (None without evidence).
         metrics: The overall test metrics from the evidence (what the audit log records).
@@ -182,6 +183,7 @@ def decide(
     champion: str | None,
     champion_evidence: Evidence | None = None,
     action: str = "approve",
+    card_problems: Sequence[str] = (),
 ) -> Decision:
     """Decides whether `version` may be served as champion.
 
@@ -196,6 +198,8 @@ def decide(
         champion: The served champion it would replace.
         champion_evidence: The champion's verified evidence (for non-inferiority against it).
         action: "approve" (four-eyes applies; compared with the current champion) or "rollback".
+        card_problems: Why the version's model card cannot be approved (missing, deleted, edited), as
+            `pipelines.model_card.attach.card_problems` found; the caller checks it for approvals.
 
     Returns:
         The decision with every reason.
@@ -224,6 +228,7 @@ def decide(
     tampering = [f"{who}: {p}" for p in verified.problems]
     tampering += [f"{who}: {p}" for p in tag_discrepancies(evidence, tags, run_id)]
     reasons = list(tampering)
+    reasons += [p.rstrip(".") for p in card_problems]
     if not verdict.passed:
         failures = [f.message.rstrip(".") for f in verdict.failures] or ["no criterion was checked"]
         reasons.append(
@@ -244,6 +249,8 @@ def decide(
             )
     if tampering:
         kind = TAMPERED
+    elif card_problems:
+        kind = MODEL_CARD
     elif not verdict.passed:
         kind = GATE_FAILED
     elif reasons:

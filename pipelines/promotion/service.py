@@ -49,6 +49,7 @@ from pipelines.promotion.errors import (
     ConcurrentPromotionError,
     FourEyesError,
     GateFailedError,
+    ModelCardError,
     NotGatedError,
     PromotionError,
     RollbackError,
@@ -60,6 +61,7 @@ from pipelines.promotion.pinned import pinned_policy
 from pipelines.promotion.policy import (
     FOUR_EYES,
     GATE_FAILED,
+    MODEL_CARD,
     NOT_GATED,
     TAMPERED,
     Decision,
@@ -84,6 +86,7 @@ ERRORS = {
     TAMPERED: TamperingError,
     GATE_FAILED: GateFailedError,
     FOUR_EYES: FourEyesError,
+    MODEL_CARD: ModelCardError,
 }
 
 
@@ -101,6 +104,8 @@ def decision_fields(
         "metrics": dict(decision.metrics),
         "four_eyes": pinned_four_eyes,
         "policy_digest": evidence.policy_digest,
+        # The card the reviewer approved, by digest (checked against MLflow's copy by `decide`).
+        "model_card_digest": (evidence.model_card or {}).get("digest"),
     }
 
 

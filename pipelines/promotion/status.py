@@ -216,6 +216,18 @@ def status(cfg: TrackingConfig, model_name: str, recent: int = 5) -> ModelStatus
         )
         problems.extend(f"tampering: {d}" for d in decision.tampering)
 
+    candidate = aliases.get("candidate")
+    candidate_evidence = load_verified(ctx.base, candidate, records).evidence if candidate else None
+    if candidate_evidence is not None and candidate_evidence.model_card:
+        # The card a reviewer would approve next: edited or deleted since registration is a discrepancy.
+        from pipelines.model_card.attach import card_problems
+
+        who = f"'{model_name}' version {candidate}"
+        problems.extend(
+            f"model card: {p}"
+            for p in card_problems(ctx.client, candidate_evidence.run_id, candidate_evidence.model_card, who)
+        )
+
     by_digest = {d: v for v, d in registered_digest.items()}
     production = _serving_status(ctx.base, by_digest)
     staging = _serving_status(ctx.cfg.staging_path(model_name), by_digest)

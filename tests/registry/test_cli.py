@@ -56,9 +56,10 @@ def test_approve_status_rollback_round_trip(cfg, fixtures, capsys):
     )
     assert code == 0
     assert (
-        out.strip()
+        out.strip().splitlines()[0]
         == "approved 'wdbc' version 1 by bob: production now serves it as version 1 (log entry 2)."
     )
+    assert out.strip().splitlines()[1].startswith("model card model_card/model_card.html, sha256 ")
     register(cfg, fixtures, "better", BETTER, author="alice")
     code, out, _ = run_cli(
         capsys, "approve", "wdbc", "2", "--reviewer", "carol", "--note", "ok", "--workdir", wd
