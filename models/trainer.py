@@ -15,8 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.calibration import fit_calibration
 from models.features import LABEL, Feature, features_from_schema, load_schema, parse_examples
 from models.network import DiagnosticModel, Preprocess, build_classifier, fit_statistics
+from models.operating_point import OperatingPointSpec, choose_threshold, operating_point_record, rates_at
 from pipelines.config import TrainingConfig
 from schemas.files import SCHEMA_ASSET
 
@@ -31,11 +33,13 @@ class TrainResult:
         model: The exportable model.
         history: Per-epoch metrics (`loss`, `auc`, `val_loss`, `val_auc`, ...).
         best_epoch: 1-based epoch whose weights were kept (lowest eval loss).
+        operating_point: The locked operating point (`dxpipe_operating_point.json`'s content).
     """
 
     model: DiagnosticModel
     history: dict[str, list[float]]
     best_epoch: int
+    operating_point: dict
 
 
 def read_split(file_patterns: list[str], features: list[Feature]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -60,8 +64,13 @@ def train(
     eval_raw: dict[str, np.ndarray],
     eval_labels: np.ndarray,
     cfg: TrainingConfig,
+    operating_point: OperatingPointSpec | None = None,
+    calibration: str = "none",
 ) -> TrainResult:
-    """Fits the classifier; the eval split only picks the epoch (early stopping), it never gates.
+    """Fits the classifier, then locks its operating point; the eval split steers, it never gates.
+
+    The eval split picks the epoch (early stopping), fits the optional recalibration and chooses the
+    threshold (`models.operating_point`); the test split, which gates, is never seen here.
 
     Args:
         features: Model features from the schema.
@@ -70,9 +79,15 @@ def train(
         eval_raw: Eval-split features.
         eval_labels: Eval-split labels.
         cfg: Hyperparameters.
+        operating_point: How the threshold is chosen; None keeps `cfg.operating_threshold` fixed.
+        calibration: `none`, `platt` or `temperature`, fitted on the eval split.
 
     Returns:
-        The trained model and its history.
+        The trained model (operating point locked), its history and the operating point's record.
+
+    Raises:
+        OperatingPointError: The eval split cannot support the target (no row of the class it needs).
+        CalibrationError: A fitted calibration on an eval split without both classes.
     """
     keras.utils.set_random_seed(cfg.seed)
     if cfg.shuffle_labels:
@@ -85,8 +100,46 @@ def train(
     x_eval = preprocess(eval_raw).numpy()
     classifier, history = fit_classifier(x_train, train_labels, x_eval, eval_labels, cfg)
     best_epoch = int(np.argmin(history["val_loss"])) + 1
-    model = DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold)
-    return TrainResult(model, history, best_epoch)
+    spec = operating_point or OperatingPointSpec(fixed=cfg.operating_threshold)
+    model, record = lock_operating_point(
+        DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold),
+        eval_raw,
+        eval_labels,
+        spec,
+        calibration,
+    )
+    return TrainResult(model, history, best_epoch, record)
+
+
+def lock_operating_point(
+    model: DiagnosticModel,
+    eval_raw: dict[str, np.ndarray],
+    eval_labels: np.ndarray,
+    spec: OperatingPointSpec,
+    calibration: str,
+) -> tuple[DiagnosticModel, dict]:
+    """Fits the recalibration and chooses the threshold on the eval split; returns the locked model.
+
+    The threshold is chosen on the probabilities the export's own graph computes (recalibration
+    included, in float32), not on a numpy re-computation, so the served decisions on the eval rows are
+    the ones the rule made.
+
+    Returns:
+        The model (a new one when recalibrated) and its `dxpipe_operating_point.json` record.
+    """
+    raw_probability = model.classifier_probability(eval_raw).numpy()
+    fitted = fit_calibration(calibration, raw_probability, eval_labels)
+    if fitted.method != "none":
+        model = DiagnosticModel(
+            model.preprocess, model.classifier, model.features, float(model.threshold.numpy()), fitted
+        )
+    probability = model.predict_raw(eval_raw)["probability"].numpy()
+    threshold = choose_threshold(probability, eval_labels, spec)
+    record = operating_point_record(
+        threshold, spec, rates_at(probability, eval_labels, threshold), fitted.method, fitted.params
+    )
+    model.lock(record)
+    return model, record
 
 
 def fit_classifier(
@@ -130,7 +183,8 @@ def run_fn(fn_args: Any) -> None:
 
     Args:
         fn_args: TFX FnArgs: `train_files`, `eval_files`, `schema_path`, `serving_model_dir` and
-            `custom_config` (`{"training": {...TrainingConfig fields...}}`).
+            `custom_config` (`{"training": {...TrainingConfig fields...}, "operating_point": {...},
+            "calibration": str}`; without `operating_point`, `training.operating_threshold` is fixed).
     """
     training = dict(fn_args.custom_config["training"])
     training["hidden_units"] = tuple(training.get("hidden_units", ()))
@@ -138,7 +192,18 @@ def run_fn(fn_args: Any) -> None:
     features = features_from_schema(load_schema(fn_args.schema_path))
     train_raw, train_labels = read_split(fn_args.train_files, features)
     eval_raw, eval_labels = read_split(fn_args.eval_files, features)
-    result = train(features, train_raw, train_labels, eval_raw, eval_labels, cfg)
+    result = train(
+        features,
+        train_raw,
+        train_labels,
+        eval_raw,
+        eval_labels,
+        cfg,
+        OperatingPointSpec.from_dict(
+            fn_args.custom_config.get("operating_point") or {"fixed": cfg.operating_threshold}
+        ),
+        fn_args.custom_config.get("calibration", "none"),
+    )
     result.model.save(fn_args.serving_model_dir)
     # The curated schema travels with the model as its input contract: `dxpipe serve` then refuses at the
     # endpoint what the data gate refused in training (missing, unknown, out-of-domain or non-finite values).
@@ -150,6 +215,7 @@ def run_fn(fn_args: Any) -> None:
         "best_epoch": result.best_epoch,
         "train_examples": len(train_labels),
         "eval_examples": len(eval_labels),
+        "operating_point": result.operating_point,
     }
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir), HISTORY_FILE), "w") as f:
         json.dump(summary, f)

@@ -21,7 +21,9 @@ from typing import Any
 import yaml
 
 from components.registry_gate.core import GatePolicy
+from models.calibration import CALIBRATIONS
 from models.image.hparams import IMAGE_FORMATS, CnnConfig, HparamsError
+from models.operating_point import OperatingPointError, OperatingPointSpec
 from pipelines.errors import ConfigError
 from pipelines.mlflow_store import TrackingConfig, check_model_name
 from schemas.files import resolve_dir
@@ -237,6 +239,9 @@ class ImageConfig:
 
 
 DATASET_KINDS = ("table", "image")
+# Screening's default: miss at most 1 in 20 diseased patients on the eval split, then be as specific as
+# that allows. A dataset may set a specificity target or a fixed threshold instead.
+SCREENING_OPERATING_POINT = OperatingPointSpec(target="sensitivity", value=0.95)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +271,13 @@ class DatasetConfig:
             the top-level `gate:` section with this entry's keys replacing its keys.
         split: The split: the top-level `split:` with this entry's keys replacing its keys.
         checks: The identifier and leakage guards: the top-level `checks:` merged the same way.
+        operating_point: How the Trainer locks the decision threshold on the eval split:
+            `{target: sensitivity, value: 0.95}` (the default: screening), `{target: specificity,
+            value: 0.9}` or `{fixed: 0.5}` (`models.operating_point`). The threshold, the decision and the
+            probability are built into the exported signatures. Tabular datasets only; image datasets
+            keep `training.operating_threshold`.
+        calibration: Recalibration fitted on the eval split and built into the served probabilities:
+            `none`, `platt` or `temperature` (`models.calibration`).
     """
 
     source: SourceConfig
@@ -285,8 +297,28 @@ class DatasetConfig:
     checks: DataChecksConfig = DataChecksConfig()
     kind: str = "table"
     image: ImageConfig = ImageConfig()
+    operating_point: OperatingPointSpec | None = None
+    calibration: str = "none"
 
     def __post_init__(self):
+        if self.operating_point is None:
+            # Images keep their configured fixed threshold (their Trainer does not choose one).
+            default = (
+                OperatingPointSpec(fixed=self.training.operating_threshold)
+                if self.kind == "image"
+                else SCREENING_OPERATING_POINT
+            )
+            object.__setattr__(self, "operating_point", default)
+        if self.calibration not in CALIBRATIONS:
+            raise OperatingPointError(
+                f"calibration is {self.calibration!r}; use one of {list(CALIBRATIONS)}"
+                f"{_hint(self.calibration, CALIBRATIONS)}."
+            )
+        if self.kind == "image" and (self.operating_point.fixed is None or self.calibration != "none"):
+            raise OperatingPointError(
+                "operating_point and calibration apply to tabular datasets; an image dataset keeps "
+                "training.operating_threshold. Remove them from this entry."
+            )
         if self.kind not in DATASET_KINDS:
             raise ConfigError(
                 f"kind is {self.kind!r}; use one of {list(DATASET_KINDS)}{_hint(self.kind, DATASET_KINDS)}."
@@ -499,6 +531,12 @@ def _coerce(value: Any, tp, where: str) -> Any:
             for k, v in value.items()
         }
     if origin in (typing.Union, types.UnionType):
+        # An optional section (`X | None`) given as a mapping is built and validated like any section.
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg) and value is not None:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{where} is {value!r}; expected a mapping.")
+                return _build(arg, value, where)
         return value
     if tp is Any:
         return value
@@ -533,7 +571,10 @@ def _build(cls, data: Any, where: str):
             raise ConfigError(f"{_join(where, name)!r} is required.")
     try:
         return cls(**kwargs)
-    except HparamsError as err:  # A model's own range check, reported like every config error.
+    except (
+        HparamsError,
+        OperatingPointError,
+    ) as err:  # A model's own check, reported like every config error.
         raise ConfigError(f"{where}: {err}") from None
 
 
