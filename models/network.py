@@ -139,19 +139,22 @@ class DiagnosticModel(tf.Module):
         classifier: keras.Model,
         features: list[Feature],
         threshold: float,
-        calibration: Calibration | None = None,
     ):
         super().__init__(name="diagnostic_model")
         self._keras = _KerasParts(preprocess, classifier)
         self.weights = [w.value for w in (*preprocess.weights, *classifier.weights)]
         self._features = features
         # Recalibration is fixed at export (constants in the graph): Python state, not a tracked variable.
-        self._calibration = _Fixed(calibration or Calibration())
+        self._calibration = _Fixed(Calibration())
         self._record = _Fixed(None)
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32, name="operating_threshold")
 
-    def lock(self, record: dict) -> None:
-        """Locks the operating point chosen on the eval split: its threshold and its exported record."""
+    def lock(self, calibration: Calibration, record: dict) -> None:
+        """Locks what was fitted on the eval split: the recalibration, the threshold and their record.
+
+        Call before `save`: the signatures are traced there, with the recalibration built in.
+        """
+        self._calibration = _Fixed(calibration)
         self.threshold.assign(record["threshold"])
         self._record = _Fixed(record)
 

@@ -35,6 +35,8 @@ import os
 
 import numpy as np
 
+from models.calibration import Calibration, fit_calibration
+
 OPERATING_POINT_ASSET = os.path.join("assets.extra", "dxpipe_operating_point.json")
 TARGETS = ("sensitivity", "specificity")
 GUARD = 1e-6
@@ -270,3 +272,37 @@ def served_outputs(probability, threshold) -> dict:
         DECISION: decision,
         THRESHOLD: tf.fill(tf.shape(probability), tf.cast(threshold, tf.float32)),
     }
+
+
+def fit_operating_point(
+    raw_probability: np.ndarray, labels: np.ndarray, spec: OperatingPointSpec, calibration: str
+) -> tuple[Calibration, dict]:
+    """Fits the recalibration, then chooses the threshold, both on the eval split.
+
+    The threshold is chosen on the probabilities the exported graph serves: the recalibration is applied
+    with the graph's own float32 op (`Calibration.apply_tf`), element by element, so the served decisions
+    on these rows are exactly the ones the rule made.
+
+    Args:
+        raw_probability: The classifier's eval-split probabilities before recalibration (float32).
+        labels: The eval split's 0/1 labels.
+        spec: The operating-point target.
+        calibration: `none`, `platt` or `temperature`.
+
+    Returns:
+        The fitted calibration and the `dxpipe_operating_point.json` record (threshold included).
+
+    Raises:
+        OperatingPointError: The eval split cannot support the target.
+        CalibrationError: A fitted calibration on an eval split without both classes.
+    """
+    import tensorflow as tf  # Deferred, as in write_record.
+
+    raw = np.asarray(raw_probability, dtype=np.float32)
+    fitted = fit_calibration(calibration, raw, labels)
+    probability = np.asarray(fitted.apply_tf(tf.constant(raw)))
+    threshold = choose_threshold(probability, labels, spec)
+    record = operating_point_record(
+        threshold, spec, rates_at(probability, labels, threshold), fitted.method, fitted.params
+    )
+    return fitted, record

@@ -15,10 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.calibration import fit_calibration
 from models.features import LABEL, Feature, features_from_schema, load_schema, parse_examples
 from models.network import DiagnosticModel, Preprocess, build_classifier, fit_statistics
-from models.operating_point import OperatingPointSpec, choose_threshold, operating_point_record, rates_at
+from models.operating_point import OperatingPointSpec, fit_operating_point
 from pipelines.config import TrainingConfig
 from schemas.files import SCHEMA_ASSET
 
@@ -101,45 +100,12 @@ def train(
     classifier, history = fit_classifier(x_train, train_labels, x_eval, eval_labels, cfg)
     best_epoch = int(np.argmin(history["val_loss"])) + 1
     spec = operating_point or OperatingPointSpec(fixed=cfg.operating_threshold)
-    model, record = lock_operating_point(
-        DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold),
-        eval_raw,
-        eval_labels,
-        spec,
-        calibration,
+    model = DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold)
+    fitted, record = fit_operating_point(
+        model.classifier_probability(eval_raw).numpy(), eval_labels, spec, calibration
     )
+    model.lock(fitted, record)
     return TrainResult(model, history, best_epoch, record)
-
-
-def lock_operating_point(
-    model: DiagnosticModel,
-    eval_raw: dict[str, np.ndarray],
-    eval_labels: np.ndarray,
-    spec: OperatingPointSpec,
-    calibration: str,
-) -> tuple[DiagnosticModel, dict]:
-    """Fits the recalibration and chooses the threshold on the eval split; returns the locked model.
-
-    The threshold is chosen on the probabilities the export's own graph computes (recalibration
-    included, in float32), not on a numpy re-computation, so the served decisions on the eval rows are
-    the ones the rule made.
-
-    Returns:
-        The model (a new one when recalibrated) and its `dxpipe_operating_point.json` record.
-    """
-    raw_probability = model.classifier_probability(eval_raw).numpy()
-    fitted = fit_calibration(calibration, raw_probability, eval_labels)
-    if fitted.method != "none":
-        model = DiagnosticModel(
-            model.preprocess, model.classifier, model.features, float(model.threshold.numpy()), fitted
-        )
-    probability = model.predict_raw(eval_raw)["probability"].numpy()
-    threshold = choose_threshold(probability, eval_labels, spec)
-    record = operating_point_record(
-        threshold, spec, rates_at(probability, eval_labels, threshold), fitted.method, fitted.params
-    )
-    model.lock(record)
-    return model, record
 
 
 def fit_classifier(

@@ -272,10 +272,10 @@ class DatasetConfig:
         split: The split: the top-level `split:` with this entry's keys replacing its keys.
         checks: The identifier and leakage guards: the top-level `checks:` merged the same way.
         operating_point: How the Trainer locks the decision threshold on the eval split:
-            `{target: sensitivity, value: 0.95}` (the default: screening), `{target: specificity,
-            value: 0.9}` or `{fixed: 0.5}` (`models.operating_point`). The threshold, the decision and the
-            probability are built into the exported signatures. Tabular datasets only; image datasets
-            keep `training.operating_threshold`.
+            `{target: sensitivity, value: 0.95}` (the default for tables: screening), `{target:
+            specificity, value: 0.9}` or `{fixed: 0.5}` (`models.operating_point`); image datasets default
+            to `{fixed: training.operating_threshold}`. The threshold, the decision and the probability
+            are built into the exported signatures.
         calibration: Recalibration fitted on the eval split and built into the served probabilities:
             `none`, `platt` or `temperature` (`models.calibration`).
     """
@@ -302,7 +302,8 @@ class DatasetConfig:
 
     def __post_init__(self):
         if self.operating_point is None:
-            # Images keep their configured fixed threshold (their Trainer does not choose one).
+            # Images keep their configured fixed threshold unless they set a target: their gates were
+            # tuned at it (balanced class weights make 0.5 prevalence-independent, models/image/trainer.py).
             default = (
                 OperatingPointSpec(fixed=self.training.operating_threshold)
                 if self.kind == "image"
@@ -313,11 +314,6 @@ class DatasetConfig:
             raise OperatingPointError(
                 f"calibration is {self.calibration!r}; use one of {list(CALIBRATIONS)}"
                 f"{_hint(self.calibration, CALIBRATIONS)}."
-            )
-        if self.kind == "image" and (self.operating_point.fixed is None or self.calibration != "none"):
-            raise OperatingPointError(
-                "operating_point and calibration apply to tabular datasets; an image dataset keeps "
-                "training.operating_threshold. Remove them from this entry."
             )
         if self.kind not in DATASET_KINDS:
             raise ConfigError(

@@ -264,10 +264,9 @@ def test_invalid_operating_point_config_names_the_key(changes, message):
         _config_with(**changes)
 
 
-def test_image_datasets_refuse_an_operating_point_they_would_ignore():
+def test_image_datasets_may_choose_a_target_and_a_recalibration_too():
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["datasets"]["pneumoniamnist"]["calibration"] = "platt"
-    with pytest.raises(
-        ConfigError, match=r"datasets\.pneumoniamnist: operating_point and calibration apply to tabular"
-    ):
-        config_from_dict(raw)
+    raw["datasets"]["pneumoniamnist"]["operating_point"] = {"target": "specificity", "value": 0.8}
+    raw["datasets"]["pneumoniamnist"]["calibration"] = "temperature"
+    data = config_from_dict(raw).datasets["pneumoniamnist"]
+    assert (data.operating_point.target, data.calibration) == ("specificity", "temperature")
