@@ -3,6 +3,7 @@ models/calibration.py), and their config keys."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -21,8 +22,9 @@ from models.operating_point import (
     read_record,
     write_record,
 )
-from pipelines.config import DEFAULT_CONFIG, config_from_dict
-from pipelines.errors import ConfigError
+from pipelines.config import DEFAULT_CONFIG, SourceConfig, config_from_dict
+from pipelines.data import canonical_csv, materialize
+from pipelines.errors import ConfigError, DataError
 
 SENS = OperatingPointSpec(target="sensitivity", value=0.95)
 
@@ -270,3 +272,34 @@ def test_image_datasets_may_choose_a_target_and_a_recalibration_too():
     raw["datasets"]["pneumoniamnist"]["calibration"] = "temperature"
     data = config_from_dict(raw).datasets["pneumoniamnist"]
     assert (data.operating_point.target, data.calibration) == ("specificity", "temperature")
+
+
+def test_an_eval_split_the_trainer_could_not_use_is_refused_before_anything_runs(tmp_path, default_cfg):
+    # Only benign rows: no split has a malignant case, so no threshold can reach a sensitivity target.
+    header, *lines = canonical_csv(default_cfg.data).splitlines()
+    label = header.split(",").index("label")
+    benign = tmp_path / "benign.csv"
+    benign.write_text("\n".join([header, *(x for x in lines if x.split(",")[label] == "0")]) + "\n")
+    data = dataclasses.replace(
+        default_cfg.data,
+        source=SourceConfig(kind="csv", path=str(benign)),
+        label_column="label",
+        label_map={},
+    )
+    with pytest.raises(
+        DataError,
+        match=r"benign\.csv: the eval split has \d+ rows, 0 positive and \d+ negative; operating_point "
+        r"target sensitivity needs a positive \(malignant\).*split\.eval.*\{fixed: <threshold>\}",
+    ):
+        materialize(data, tmp_path / "input")
+    assert not (tmp_path / "input").exists()  # refused before anything was written
+    with pytest.raises(DataError, match="calibration platt needs both classes"):
+        materialize(
+            dataclasses.replace(data, operating_point=OperatingPointSpec(fixed=0.5), calibration="platt"),
+            tmp_path / "input",
+        )
+    # A fixed threshold without recalibration needs neither class on the eval split.
+    fixed = materialize(
+        dataclasses.replace(data, operating_point=OperatingPointSpec(fixed=0.5)), tmp_path / "in"
+    )
+    assert fixed.sizes["eval"] > 0
