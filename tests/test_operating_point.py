@@ -25,6 +25,7 @@ from models.operating_point import (
 from pipelines.config import DEFAULT_CONFIG, SourceConfig, config_from_dict
 from pipelines.data import canonical_csv, materialize
 from pipelines.errors import ConfigError, DataError
+from pipelines.report import describe_operating_point
 
 SENS = OperatingPointSpec(target="sensitivity", value=0.95)
 
@@ -303,3 +304,16 @@ def test_an_eval_split_the_trainer_could_not_use_is_refused_before_anything_runs
         dataclasses.replace(data, operating_point=OperatingPointSpec(fixed=0.5)), tmp_path / "in"
     )
     assert fixed.sizes["eval"] > 0
+
+
+def test_the_run_summary_names_the_locked_threshold_and_its_eval_rates():
+    p, y = _f32([0.1, 0.3, 0.6, 0.9]), np.array([0, 1, 0, 1])
+    threshold = choose_threshold(p, y, SENS)
+    record = operating_point_record(threshold, SENS, rates_at(p, y, threshold), "platt", {"slope": 1.0})
+    assert describe_operating_point(record) == (
+        f"Operating point: threshold {threshold:.4f} locked on the eval split for sensitivity >= 0.95, platt "
+        "recalibration (eval: 4 rows, 2 positive; sensitivity 1.000, specificity 0.500). Served as `decision` "
+        "with the probability."
+    )
+    fixed = operating_point_record(0.5, OperatingPointSpec(fixed=0.5), rates_at(p, y, 0.5), "none", {})
+    assert "threshold 0.5000 fixed in the config (eval: 4 rows" in describe_operating_point(fixed)
