@@ -81,6 +81,9 @@ def test_the_trainer_locks_its_threshold_on_eval_and_the_server_applies_it(first
     record = json.loads((Path(pushed) / OPERATING_POINT_ASSET).read_text())
     assert record["target"] == {"metric": "sensitivity", "value": 0.95} and record["chosen_on"] == "eval"
     assert record["calibration"] == {"method": "none", "params": {}}
+    # The Trainer's summary (logged to MLflow as `train/operating_threshold`) names the same threshold.
+    summary = json.loads(Path(outputs.training_history_path).read_text())
+    assert summary["operating_point"] == record and summary["operating_threshold"] == record["threshold"]
     # The pipeline's own eval split (ExampleGen's), run through the pushed export's signature.
     schema_path = str(Path(cfg.data.schema_dir) / "schema.pbtxt")
     features = features_from_schema(load_schema(schema_path))

@@ -180,6 +180,8 @@ def run_fn(fn_args: Any) -> None:
         "train_examples": len(y_train),
         "eval_examples": len(y_eval),
         "operating_point": result.operating_point,
+        # The locked threshold as a scalar too: MLflow then shows it as the run's `train/operating_threshold`.
+        "operating_threshold": result.operating_point["threshold"],
     }
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir), HISTORY_FILE), "w") as f:
         json.dump(summary, f)
