@@ -14,7 +14,7 @@ ARGS ?=
 MLFLOW_SERVER_DIR ?= .dxpipe/mlflow-server
 MLFLOW_PORT ?= 5000
 
-.PHONY: setup run test lint bench lock clean mlflow-server mlflow-user mlflow-server-stop
+.PHONY: setup run test lint bench lock clean mlflow-server mlflow-user mlflow-server-stop image image-local image-base-local test-kfp-image
 
 setup: $(STAMP)
 
@@ -56,6 +56,32 @@ mlflow-server-stop: setup
 mlflow-user: setup
 	@test -n "$(NAME)" || { echo "error: NAME is required: make mlflow-user NAME=alice [REVIEWER=1]"; exit 2; }
 	$(VENV)/bin/python -m pipelines.registry_server.deploy add-user $(MLFLOW_SERVER_DIR) $(NAME) $(if $(REVIEWER),--reviewer)
+
+# The pipeline image (Dockerfile) that `dxpipe compile`'s spec names; docker if it is there, else podman.
+VERSION := $(shell sed -n 's/^ *version="\(.*\)",/\1/p' setup.py)
+IMAGE ?= ghcr.io/dxpipe/dxpipe:$(VERSION)
+BASE_IMAGE ?= python:3.10-slim
+CONTAINER_TOOL ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+IMAGE_BUILD_FLAGS ?=
+image:
+	$(CONTAINER_TOOL) build --build-arg BASE_IMAGE=$(BASE_IMAGE) $(IMAGE_BUILD_FLAGS) -t $(IMAGE) .
+
+# No image registry reachable (as on the development machines): a bookworm base built with debootstrap and
+# this machine's Python 3.10 (tools/image/local_base.sh, cached), the build on the host's network with the
+# host's CA bundle mounted (builds reach PyPI and Debian through a TLS-intercepting proxy).
+LOCAL_BASE ?= localhost/dxpipe-base:py3.10-bookworm
+HOST_CA ?= /etc/ssl/certs/ca-certificates.crt
+image-base-local:
+	tools/image/local_base.sh $(LOCAL_BASE)
+
+image-local: image-base-local
+	$(MAKE) image CONTAINER_TOOL=podman BASE_IMAGE=$(LOCAL_BASE) IMAGE_BUILD_FLAGS="--network=host \
+	  -v $(HOST_CA):/run/dxpipe-host-ca.crt:ro --build-arg SSL_CERT_FILE=/run/dxpipe-host-ca.crt \
+	  --build-arg PIP_CERT=/run/dxpipe-host-ca.crt"
+
+# The compiled WDBC pipeline executed task by task in the image (tests/kfp_driver); builds the image first.
+test-kfp-image: setup image-local
+	DXPIPE_KFP_IMAGE=$(IMAGE) $(VENV)/bin/python -m pytest -m kfp_image tests/test_kfp_image.py $(ARGS)
 
 # Re-resolve the lock after editing requirements.in (needs PyPI).
 lock: setup

@@ -34,8 +34,12 @@ import math
 import os
 
 import numpy as np
+from pydantic import StrictFloat, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
 
 from models.calibration import Calibration, fit_calibration
+from models.hparams import HPARAMS
+from schemas.errors import ConfigError
 
 OPERATING_POINT_ASSET = os.path.join("assets.extra", "dxpipe_operating_point.json")
 TARGETS = ("sensitivity", "specificity")
@@ -47,11 +51,16 @@ THRESHOLD = "threshold"
 LEGACY = {"threshold": 0.5, "calibration": {"method": "none", "params": {}}}
 
 
-class OperatingPointError(ValueError):
-    """The operating-point configuration is invalid, or the eval split cannot support its target."""
+class OperatingPointError(ConfigError):
+    """The operating-point configuration is invalid, or the eval split cannot support its target.
+
+    A `ConfigError` (as `models.hparams.HparamsError`), so the CLI reports it as one line.
+    """
 
 
-@dataclasses.dataclass(frozen=True)
+# Typed with pydantic, like the other hyperparameters the config composes (`models.hparams`): unknown
+# keys are refused; the rules across fields are checked in `__post_init__`.
+@dataclass(frozen=True, config=HPARAMS)
 class OperatingPointSpec:
     """How the threshold is chosen: a target rate on the eval split, or a fixed threshold.
 
@@ -64,29 +73,31 @@ class OperatingPointSpec:
         fixed: A fixed threshold in [0, 1] instead of a target.
     """
 
-    target: str = ""
-    value: float | None = None
-    fixed: float | None = None
+    target: StrictStr = ""
+    value: StrictFloat | StrictInt | None = None
+    fixed: StrictFloat | StrictInt | None = None
 
     def __post_init__(self):
         if self.fixed is not None:
             if self.target or self.value is not None:
                 raise OperatingPointError(
-                    "give either {fixed: <threshold>} or {target: sensitivity|specificity, "
+                    "operating_point: give either {fixed: <threshold>} or {target: sensitivity|specificity, "
                     f"value: <rate>}}, not both (got target={self.target!r}, value={self.value}, "
                     f"fixed={self.fixed})."
                 )
             if not _is_number(self.fixed) or not 0.0 <= self.fixed <= 1.0:
-                raise OperatingPointError(f"fixed is {self.fixed!r}; it must be a threshold between 0 and 1.")
+                raise OperatingPointError(
+                    f"operating_point.fixed is {self.fixed!r}; it must be a threshold between 0 and 1."
+                )
             return
         if self.target not in TARGETS:
             raise OperatingPointError(
-                f"target is {self.target!r}; use one of {list(TARGETS)}{_hint(self.target)}, or "
+                f"operating_point.target is {self.target!r}; use one of {list(TARGETS)}{_hint(self.target)}, or "
                 "{fixed: <threshold>} for a fixed threshold."
             )
         if not _is_number(self.value) or not 0.0 < self.value <= 1.0:
             raise OperatingPointError(
-                f"value is {self.value!r}; the target {self.target} must be a rate in (0, 1], e.g. 0.95."
+                f"operating_point.value is {self.value!r}; the target {self.target} must be a rate in (0, 1], e.g. 0.95."
             )
 
     def to_dict(self) -> dict:

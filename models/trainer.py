@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from models.features import LABEL, Feature, features_from_schema, load_schema, parse_examples
+from models.hparams import TrainingConfig
 from models.network import DiagnosticModel, Preprocess, build_classifier, fit_statistics
 from models.operating_point import OperatingPointSpec, fit_operating_point
-from pipelines.config import TrainingConfig
 from schemas.files import SCHEMA_ASSET
 
 HISTORY_FILE = "training_history.json"

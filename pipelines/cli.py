@@ -261,6 +261,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         pipeline_root=args.pipeline_root,
         data_root=args.data_root,
         serving_root=args.serving_root,
+        baseline_model_uri=args.baseline_model,
     )
     path = compile_pipeline(cfg, args.output, target)
     print(f"wrote {path} (KFP SDK / UI) and {path.with_suffix('.json')} (PipelineJob)")
@@ -306,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     kfp.add_argument("--data-root", default=defaults.data_root, help="directory holding <dataset>/data.csv")
     kfp.add_argument(
         "--serving-root", default=defaults.serving_root, help="TF Serving model base paths' parent"
+    )
+    kfp.add_argument(
+        "--baseline-model",
+        default=None,
+        help="the champion's Model artifact URI as the pods see it, imported as the Evaluator's baseline "
+        "(open-source KFP runs no resolver nodes); without it the run has no baseline",
     )
     kfp.set_defaults(func=cmd_compile)
 

@@ -1,32 +1,65 @@
-"""Typed, frozen, validated configuration for dxpipe.
+"""The configuration of dxpipe: one typed, frozen model, validated in one place.
 
 One YAML file per environment (the packaged default is `pipelines/configs/default.yaml`) is loaded once
-into frozen dataclasses. Unknown keys are refused with a "did you mean" hint and every value is type
-checked, so a typo fails at load, before any component runs. Tests derive variants with
-`dataclasses.replace`.
+into frozen pydantic dataclasses (`Config` and its sections; the hyperparameter types come from `models/`,
+which owns them). pydantic checks every key, type, choice and range the model declares, and
+`pipelines.config_errors` words its findings as one `ConfigError` (field, value, fix, "did you mean"), so a
+typo fails at load, before any component runs. Rules across fields live in the sections'
+`__post_init__`. Tests derive variants with `dataclasses.replace`, which validates again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.dataclasses import dataclass
 
 from components.registry_gate.core import GatePolicy
 from models.calibration import CALIBRATIONS
-from models.image.hparams import IMAGE_FORMATS, CnnConfig, HparamsError
-from models.operating_point import OperatingPointError, OperatingPointSpec
+from models.hparams import TrainingConfig
+from models.image.hparams import IMAGE_FORMATS, CnnConfig
+from models.operating_point import OperatingPointSpec
+from pipelines import beam_options
+from pipelines.config_errors import config_error, did_you_mean
 from pipelines.errors import ConfigError
 from pipelines.mlflow_store import TrackingConfig, check_model_name
 from schemas.files import resolve_dir
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "LABEL_DROP",
+    "PROJECT_ROOT",
+    "BeamConfig",
+    "Config",
+    "DataChecksConfig",
+    "DatasetConfig",
+    "EvaluationConfig",
+    "ImageConfig",
+    "ServingConfig",
+    "SourceConfig",
+    "SplitConfig",
+    "TrainingConfig",
+    "config_from_dict",
+    "flatten",
+    "load_config",
+]
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
 # Paths in the config (schemas, CSVs) are relative to the project root, which is where the packaged
@@ -34,19 +67,42 @@ DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # A label_map value that removes the row (e.g. an invalid or inconclusive test result).
 LABEL_DROP = "drop"
+# Every section refuses keys it does not declare; frozen, so a loaded config cannot drift.
+SECTION = ConfigDict(extra="forbid")
 
 
-def _hint(value: str, choices) -> str:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _number_as_text(value: Any) -> Any:
+    # Raw CSV values such as a label 0 are written unquoted in YAML; they are strings to us.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ConfigError(f"{name} is {value}; it must be between {low} and {high}.")
+def _between(low: float, high: float) -> AfterValidator:
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"it must be between {low} and {high}")
+        return value
+
+    return AfterValidator(check)
 
 
-@dataclasses.dataclass(frozen=True)
+def _at_least(minimum: int, reason: str = "") -> AfterValidator:
+    def check(value: int) -> int:
+        if value < minimum:
+            raise ValueError(reason or f"it must be at least {minimum}")
+        return value
+
+    return AfterValidator(check)
+
+
+# The config's scalar types: strict (no "3" for 3, no true for 1), except that text accepts numbers.
+Text = Annotated[StrictStr, BeforeValidator(_number_as_text)]
+Fraction = Annotated[StrictFloat, _between(0.0, 1.0)]
+Positive = Annotated[StrictInt, _at_least(1)]
+
+
+@dataclass(frozen=True, config=SECTION)
 class SourceConfig:
     """Where a dataset's rows come from.
 
@@ -64,13 +120,13 @@ class SourceConfig:
             of `path`'s directory (kind `medmnist`; e.g. `DXPIPE_MEDMNIST_DIR`).
     """
 
-    kind: str
-    name: str = ""
-    package: str = ""
-    resource: str = ""
-    path: str = ""
-    md5: str = ""
-    dir_env: str = ""
+    kind: Literal["sklearn", "package", "csv", "medmnist"]
+    name: Text = ""
+    package: Text = ""
+    resource: Text = ""
+    path: Text = ""
+    md5: Text = ""
+    dir_env: Text = ""
 
     def __post_init__(self):
         required = {
@@ -79,55 +135,12 @@ class SourceConfig:
             "csv": ("path",),
             "medmnist": ("path", "md5"),
         }
-        if self.kind not in required:
-            raise ConfigError(
-                f"source.kind is {self.kind!r}; use one of {sorted(required)}{_hint(self.kind, required)}."
-            )
         for field in required[self.kind]:
             if not getattr(self, field):
                 raise ConfigError(f"source.{field} is required when source.kind is {self.kind!r}.")
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """Model and optimisation settings.
-
-    Attributes:
-        hidden_units: Widths of the hidden layers; empty means logistic regression on scaled features.
-        dropout: Dropout rate after each hidden layer.
-        l2: L2 penalty on the kernel weights.
-        learning_rate: Adam learning rate.
-        epochs: Maximum epochs; early stopping on the eval split usually ends sooner.
-        batch_size: Mini-batch size.
-        early_stopping_patience: Epochs without eval-loss improvement before stopping; the best epoch's
-            weights are restored.
-        operating_threshold: Probability at or above which `predicted_label` is 1.
-        seed: Seed for weight initialisation and shuffling, so runs are reproducible.
-        shuffle_labels: Train on permuted labels. Only for tests of the gates: it makes a useless model.
-    """
-
-    hidden_units: tuple[int, ...] = ()
-    dropout: float = 0.0
-    l2: float = 0.0
-    learning_rate: float = 0.05
-    epochs: int = 300
-    batch_size: int = 64
-    early_stopping_patience: int = 20
-    operating_threshold: float = 0.5
-    seed: int = 42
-    shuffle_labels: bool = False
-
-    def __post_init__(self):
-        _check_range("training.dropout", self.dropout, 0.0, 0.95)
-        _check_range("training.operating_threshold", self.operating_threshold, 0.0, 1.0)
-        for name in ("epochs", "batch_size", "early_stopping_patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training.{name} is {getattr(self, name)}; it must be at least 1.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"training.learning_rate is {self.learning_rate}; it must be positive.")
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class EvaluationConfig:
     """Blessing thresholds for TFMA on the test split.
 
@@ -139,18 +152,17 @@ class EvaluationConfig:
         max_auc_drop: Largest AUC drop tolerated against the latest blessed model (the baseline).
     """
 
-    min_auc: float = 0.5
-    min_accuracy: float = 0.5
-    min_recall: float = 0.0
-    min_specificity: float = 0.0
-    max_auc_drop: float = 0.01
-
-    def __post_init__(self):
-        for field in dataclasses.fields(self):
-            _check_range(f"evaluation.{field.name}", getattr(self, field.name), 0.0, 1.0)
+    min_auc: Fraction = 0.5
+    min_accuracy: Fraction = 0.5
+    min_recall: Fraction = 0.0
+    min_specificity: Fraction = 0.0
+    max_auc_drop: Fraction = 0.01
 
 
-@dataclasses.dataclass(frozen=True)
+Buckets = Annotated[StrictInt, _at_least(1, "every split needs >= 1 bucket")]
+
+
+@dataclass(frozen=True, config=SECTION)
 class SplitConfig:
     """Deterministic split: train fits, eval steers training (early stopping), test gates.
 
@@ -168,16 +180,13 @@ class SplitConfig:
             is used for the split only, never as a feature.
     """
 
-    train: int = 6
-    eval: int = 2
-    test: int = 2
-    group_by: str = ""
-    order_by: str = ""
+    train: Buckets = 6
+    eval: Buckets = 2
+    test: Buckets = 2
+    group_by: Text = ""
+    order_by: Text = ""
 
     def __post_init__(self):
-        for name in ("train", "eval", "test"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"split.{name} is {getattr(self, name)}; every split needs >= 1 bucket.")
         if self.group_by and self.order_by:
             raise ConfigError(
                 "split.group_by and split.order_by cannot both be set; a temporal split keeps a patient's "
@@ -185,7 +194,7 @@ class SplitConfig:
             )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DataChecksConfig:
     """The data gate's identifier and leakage guards (before training).
 
@@ -198,18 +207,24 @@ class DataChecksConfig:
         report_rows: How many offending rows (line and value) a report lists per column.
     """
 
-    max_single_feature_auc: float = 0.99
-    max_unique_fraction: float = 0.9
-    report_rows: int = 20
-
-    def __post_init__(self):
-        _check_range("checks.max_single_feature_auc", self.max_single_feature_auc, 0.5, 1.0)
-        _check_range("checks.max_unique_fraction", self.max_unique_fraction, 0.0, 1.0)
-        if self.report_rows < 1:
-            raise ConfigError(f"checks.report_rows is {self.report_rows}; it must be at least 1.")
+    max_single_feature_auc: Annotated[StrictFloat, _between(0.5, 1.0)] = 0.99
+    max_unique_fraction: Fraction = 0.9
+    report_rows: Positive = 20
 
 
-@dataclasses.dataclass(frozen=True)
+def _channels(value: int) -> int:
+    if value not in (1, 3):
+        raise ValueError("use 1 (grayscale) or 3 (RGB)")
+    return value
+
+
+def _formats(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value or any(f not in IMAGE_FORMATS for f in value):
+        raise ValueError(f"use some of {list(IMAGE_FORMATS)}")
+    return value
+
+
+@dataclass(frozen=True, config=SECTION)
 class ImageConfig:
     """What an image dataset's examples must hold (checked at the data gate) and the CNN's settings.
 
@@ -221,30 +236,19 @@ class ImageConfig:
         model: The CNN's hyperparameters (`models.image.hparams.CnnConfig` keys).
     """
 
-    height: int = 28
-    width: int = 28
-    channels: int = 1
-    formats: tuple[str, ...] = ("png",)
+    height: Positive = 28
+    width: Positive = 28
+    channels: Annotated[StrictInt, AfterValidator(_channels)] = 1
+    formats: Annotated[tuple[Text, ...], AfterValidator(_formats)] = ("png",)
     model: CnnConfig = dataclasses.field(default_factory=CnnConfig)
 
-    def __post_init__(self):
-        for name in ("height", "width"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"image.{name} is {getattr(self, name)}; it must be at least 1.")
-        if self.channels not in (1, 3):
-            raise ConfigError(f"image.channels is {self.channels}; use 1 (grayscale) or 3 (RGB).")
-        unknown = [f for f in self.formats if f not in IMAGE_FORMATS]
-        if unknown or not self.formats:
-            raise ConfigError(f"image.formats is {list(self.formats)}; use some of {list(IMAGE_FORMATS)}.")
 
-
-DATASET_KINDS = ("table", "image")
 # Screening's default: miss at most 1 in 20 diseased patients on the eval split, then be as specific as
 # that allows. A dataset may set a specificity target or a fixed threshold instead.
 SCREENING_OPERATING_POINT = OperatingPointSpec(target="sensitivity", value=0.95)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DatasetConfig:
     """One dataset: where it comes from, how its label is read, and its curated schema.
 
@@ -281,24 +285,25 @@ class DatasetConfig:
     """
 
     source: SourceConfig
-    label_column: str
-    schema_dir: str
-    label_map: dict[str, int | str] = dataclasses.field(default_factory=dict)
-    positive_class: str = "positive"
-    missing_values: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    drop_columns: tuple[str, ...] = ()
-    filter_column: str = ""
-    filter_value: str = ""
-    slice_features: tuple[str, ...] = ()
-    training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    gate: dict[str, Any] = dataclasses.field(default_factory=dict)
-    split: SplitConfig = SplitConfig()
-    checks: DataChecksConfig = DataChecksConfig()
-    kind: str = "table"
-    image: ImageConfig = ImageConfig()
+    label_column: Text
+    schema_dir: Text
+    # Values are 0, 1 or LABEL_DROP, checked below: a typed `int | str` would turn a YAML `true` into 1.
+    label_map: dict[Text, Any] = dataclasses.field(default_factory=dict)
+    positive_class: Text = "positive"
+    missing_values: dict[Text, tuple[Text, ...]] = dataclasses.field(default_factory=dict)
+    drop_columns: tuple[Text, ...] = ()
+    filter_column: Text = ""
+    filter_value: Text = ""
+    slice_features: tuple[Text, ...] = ()
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    gate: dict[Text, Any] = dataclasses.field(default_factory=dict)
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    checks: DataChecksConfig = dataclasses.field(default_factory=DataChecksConfig)
+    kind: Literal["table", "image"] = "table"
+    image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
     operating_point: OperatingPointSpec | None = None
-    calibration: str = "none"
+    calibration: Literal[CALIBRATIONS] = "none"
 
     def __post_init__(self):
         if self.operating_point is None:
@@ -310,15 +315,6 @@ class DatasetConfig:
                 else SCREENING_OPERATING_POINT
             )
             object.__setattr__(self, "operating_point", default)
-        if self.calibration not in CALIBRATIONS:
-            raise OperatingPointError(
-                f"calibration is {self.calibration!r}; use one of {list(CALIBRATIONS)}"
-                f"{_hint(self.calibration, CALIBRATIONS)}."
-            )
-        if self.kind not in DATASET_KINDS:
-            raise ConfigError(
-                f"kind is {self.kind!r}; use one of {list(DATASET_KINDS)}{_hint(self.kind, DATASET_KINDS)}."
-            )
         if (self.kind == "image") != (self.source.kind == "medmnist"):
             raise ConfigError(
                 f"a dataset of kind {self.kind!r} cannot read source.kind {self.source.kind!r}; image datasets "
@@ -338,31 +334,48 @@ class DatasetConfig:
             raise ConfigError("filter_column and filter_value go together; set both or neither.")
 
 
-@dataclasses.dataclass(frozen=True)
+# A Beam option's value as YAML writes it; a list repeats the flag (e.g. `experiments`).
+BeamValue = StrictBool | StrictInt | StrictFloat | StrictStr | tuple[StrictStr, ...]
+
+
+@dataclass(frozen=True, config=SECTION)
 class BeamConfig:
-    """Apache Beam settings for the data components.
+    """Apache Beam settings for the data components (ExampleGen, statistics, validation, the Evaluator).
 
     Attributes:
-        runner: Beam runner. Naming DirectRunner stops Beam 2.74 from downloading its Prism runner.
-        direct_running_mode: `in_memory` avoids the multi-process overhead that doubles run time on
-            small machines.
-        direct_num_workers: Worker count for the direct runner.
+        runner: Beam runner. Naming DirectRunner stops Beam 2.74 from downloading its Prism runner; a
+            cluster runner (`DataflowRunner`, `FlinkRunner`, `SparkRunner`, `PortableRunner`) needs its
+            settings in `options` (see `pipelines.beam_options.REQUIRED`).
+        direct_running_mode: DirectRunner only: `in_memory` avoids the multi-process overhead that
+            doubles run time on small machines; `multi_processing` uses `direct_num_workers` processes.
+        direct_num_workers: DirectRunner only: worker count.
+        options: Further Beam pipeline options as Beam's flags without dashes (`project`, `region`,
+            `temp_location`, `flink_master`, `environment_type`, `sdk_container_image`, ...), checked
+            against Beam's option registry at load.
     """
 
-    runner: str = "DirectRunner"
-    direct_running_mode: str = "in_memory"
-    direct_num_workers: int = 1
+    runner: Literal["DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner"] = (
+        "DirectRunner"
+    )
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+    direct_num_workers: Positive = 1
+    options: dict[StrictStr, BeamValue] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        beam_options.check(self.runner, self.options)
 
     def args(self) -> list[str]:
-        """Returns the Beam pipeline arguments."""
-        return [
-            f"--runner={self.runner}",
-            f"--direct_running_mode={self.direct_running_mode}",
-            f"--direct_num_workers={self.direct_num_workers}",
-        ]
+        """Returns the Beam pipeline arguments every Beam-based component receives."""
+        args = [f"--runner={self.runner}"]
+        if self.runner == "DirectRunner":
+            args += [
+                f"--direct_running_mode={self.direct_running_mode}",
+                f"--direct_num_workers={self.direct_num_workers}",
+            ]
+        return args + beam_options.option_flags(self.options)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ServingConfig:
     """Where models are pushed for TF Serving.
 
@@ -371,8 +384,8 @@ class ServingConfig:
         staging_suffix: Blessed candidates go to `<root>/<model><suffix>/<version>/`.
     """
 
-    root: str = ""
-    staging_suffix: str = "-staging"
+    root: Text = ""
+    staging_suffix: Text = "-staging"
 
 
 _SUFFIX = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
@@ -404,7 +417,7 @@ def _check_serving_names(datasets: Mapping[str, Any], suffix: str) -> None:
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION, kw_only=True)
 class Config:
     """The whole configuration of a dxpipe run.
 
@@ -424,25 +437,30 @@ class Config:
             load, per dataset.
     """
 
-    dataset: str
-    datasets: dict[str, DatasetConfig]
-    workdir: str = ".dxpipe"
-    split: SplitConfig = SplitConfig()
-    checks: DataChecksConfig = DataChecksConfig()
-    training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    beam: BeamConfig = BeamConfig()
-    serving: ServingConfig = ServingConfig()
-    tracking: dict[str, Any] = dataclasses.field(default_factory=dict)
-    gate: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Keyword-only, so the shared sections come before `datasets`: they are validated first, and a typo
+    # in one is reported where it was written, not in the first dataset that inherits it.
+    dataset: Text
+    workdir: Text = ".dxpipe"
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    checks: DataChecksConfig = dataclasses.field(default_factory=DataChecksConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
+    serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
+    tracking: dict[Text, Any] = dataclasses.field(default_factory=dict)
+    gate: dict[Text, Any] = dataclasses.field(default_factory=dict)
+    datasets: dict[Text, DatasetConfig]
 
     def __post_init__(self):
         if self.dataset not in self.datasets:
             raise ConfigError(
                 f"dataset {self.dataset!r} is not configured; known datasets: {sorted(self.datasets)}"
-                f"{_hint(self.dataset, self.datasets)}. Add an entry under `datasets:` for your own CSV."
+                f"{did_you_mean(self.dataset, self.datasets)}. Add an entry under `datasets:` for your own CSV."
             )
         _check_serving_names(self.datasets, self.serving.staging_suffix)
+        _check_tracking(self.tracking)
+        for name, data in self.datasets.items():
+            _gate_policy(name, data)
 
     @property
     def data(self) -> DatasetConfig:
@@ -489,93 +507,11 @@ class Config:
         Without a `gate:` section the Evaluator's value thresholds become the gate's minimums, so a model
         is never registered ungated.
         """
-        gate = self.data.gate
-        if not gate:
-            ev = self.data.evaluation
-            bounds = {"auc": ev.min_auc, "binary_accuracy": ev.min_accuracy, "recall": ev.min_recall}
-            bounds["specificity"] = ev.min_specificity
-            gate = {"minimums": {k: v for k, v in bounds.items() if v > 0}}
-        return GatePolicy.from_dict(gate, f"datasets.{self.dataset}.gate")
+        return _gate_policy(self.dataset, self.data)
 
     def with_dataset(self, name: str) -> Config:
         """Returns a copy that runs another configured dataset."""
         return dataclasses.replace(self, dataset=name)
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp, where: str) -> Any:
-    """Checks `value` against the annotation `tp`, converting YAML lists to tuples and nested dicts."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin in (tuple,):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} is {value!r}; expected a list.")
-        (item_type, _ellipsis) = typing.get_args(tp)
-        return tuple(_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (dict,):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where} is {value!r}; expected a mapping.")
-        key_type, value_type = typing.get_args(tp)
-        return {
-            _coerce(str(k) if key_type is str else k, key_type, f"{where} key"): _coerce(
-                v, value_type, f"{where}.{k}"
-            )
-            for k, v in value.items()
-        }
-    if origin in (typing.Union, types.UnionType):
-        # An optional section (`X | None`) given as a mapping is built and validated like any section.
-        for arg in typing.get_args(tp):
-            if dataclasses.is_dataclass(arg) and value is not None:
-                if not isinstance(value, Mapping):
-                    raise ConfigError(f"{where} is {value!r}; expected a mapping.")
-                return _build(arg, value, where)
-        return value
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
-        # Raw CSV values such as a label 0 are written unquoted in YAML; they are strings to us.
-        return str(value)
-    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
-        raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {_type_name(tp)}.")
-    return value
-
-
-def _build(cls, data: Any, where: str):
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'the config'} must be a mapping of keys to values, got {data!r}.")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(
-                f"unknown key {_join(where, key)!r}{_hint(key, fields)}; "
-                f"valid keys here: {', '.join(sorted(fields))}."
-            )
-    kwargs = {}
-    for name, field in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], _join(where, name))
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{_join(where, name)!r} is required.")
-    try:
-        return cls(**kwargs)
-    except (
-        HparamsError,
-        OperatingPointError,
-    ) as err:  # A model's own check, reported like every config error.
-        raise ConfigError(f"{where}: {err}") from None
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else str(key)
 
 
 def _merge(base: Mapping, override: Mapping) -> dict:
@@ -601,11 +537,41 @@ def _source_path(source: Mapping, base_dir: Path) -> str:
     return str((base_dir / path).resolve())
 
 
-def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
-    """Builds and validates a Config from a plain mapping.
+def _gate_policy(name: str, data: DatasetConfig) -> GatePolicy:
+    gate = data.gate
+    if not gate:
+        ev = data.evaluation
+        bounds = {"auc": ev.min_auc, "binary_accuracy": ev.min_accuracy, "recall": ev.min_recall}
+        bounds["specificity"] = ev.min_specificity
+        gate = {"minimums": {k: v for k, v in bounds.items() if v > 0}}
+    return GatePolicy.from_dict(gate, f"datasets.{name}.gate")
 
-    Dataset entries inherit the top-level `training` and `evaluation` sections and override single keys.
-    Relative `schema_dir` and CSV paths are resolved against `base_dir`.
+
+# Tracking settings that the rest of the config already decides; a second copy could only disagree.
+_DERIVED_TRACKING_KEYS = {
+    "workdir": "the top-level `workdir`",
+    "serving_root": "`serving.root`",
+    "operating_threshold": "`training.operating_threshold`",
+    "test_split": "the pipeline's fixed `test` split",
+}
+
+
+def _check_tracking(tracking: Mapping[str, Any]) -> None:
+    for key, owner in _DERIVED_TRACKING_KEYS.items():
+        if key in tracking:
+            raise ConfigError(f"tracking.{key} is not set here; it comes from {owner}. Remove it.")
+    TrackingConfig.from_dict(tracking)
+
+
+_CONFIG = TypeAdapter(Config)
+_SECTIONS = ("training", "evaluation", "gate", "split", "checks")
+
+
+def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
+    """Builds and validates a Config from a plain mapping: the one place a config is validated.
+
+    Dataset entries inherit the top-level `training`, `evaluation`, `gate`, `split` and `checks` sections
+    and override single keys. Relative `schema_dir` and CSV paths are resolved against `base_dir`.
 
     Args:
         raw: The parsed YAML.
@@ -623,50 +589,27 @@ def config_from_dict(raw: Mapping, base_dir: Path = PROJECT_ROOT) -> Config:
     datasets_raw = raw.get("datasets")
     if not isinstance(datasets_raw, Mapping) or not datasets_raw:
         raise ConfigError("`datasets:` is missing or empty; configure at least one dataset.")
-    defaults = {k: raw.get(k, {}) or {} for k in ("training", "evaluation", "gate", "split", "checks")}
-    # Check the shared sections on their own first, so an error names `training.x`, not a dataset copy.
-    _build(TrainingConfig, defaults["training"], "training")
-    _build(EvaluationConfig, defaults["evaluation"], "evaluation")
-    _build(SplitConfig, defaults["split"], "split")
-    _build(DataChecksConfig, defaults["checks"], "checks")
+    defaults = {k: raw.get(k) or {} for k in _SECTIONS}
     datasets = {}
     for name, entry in datasets_raw.items():
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"datasets.{name} must be a mapping, got {entry!r}.")
-        entry = dict(entry)
-        for section, default in defaults.items():
-            entry[section] = _merge(default, entry.get(section) or {})
-        if "schema_dir" in entry:
-            entry["schema_dir"] = str(resolve_dir(str(entry["schema_dir"]), base_dir))
-        source = entry.get("source")
-        if isinstance(source, Mapping) and source.get("path"):
-            entry["source"] = {**source, "path": _source_path(source, base_dir)}
-        datasets[str(name)] = _build(DatasetConfig, entry, f"datasets.{name}")
+        if isinstance(entry, Mapping):
+            entry = dict(entry)
+            for section, default in defaults.items():
+                override = entry.get(section) or {}
+                # A section that is not a mapping is left as written: validation names it and its type.
+                if isinstance(default, Mapping) and isinstance(override, Mapping):
+                    entry[section] = _merge(default, override)
+            if "schema_dir" in entry:
+                entry["schema_dir"] = str(resolve_dir(str(entry["schema_dir"]), base_dir))
+            source = entry.get("source")
+            if isinstance(source, Mapping) and source.get("path"):
+                entry["source"] = {**source, "path": _source_path(source, base_dir)}
+        datasets[str(name)] = entry
     raw["datasets"] = datasets
-    cfg = _build(Config, raw, "")
-    _check_tracking_and_gates(cfg)
-    return cfg
-
-
-# Tracking settings that the rest of the config already decides; a second copy could only disagree.
-_DERIVED_TRACKING_KEYS = {
-    "workdir": "the top-level `workdir`",
-    "serving_root": "`serving.root`",
-    "operating_threshold": "`training.operating_threshold`",
-    "test_split": "the pipeline's fixed `test` split",
-}
-
-
-def _check_tracking_and_gates(cfg: Config) -> None:
-    """Validates the MLflow and gate sections at load, so a typo fails before any component runs."""
-    if not isinstance(cfg.tracking, Mapping):
-        raise ConfigError(f"tracking must be a mapping, got {cfg.tracking!r}.")
-    for key, owner in _DERIVED_TRACKING_KEYS.items():
-        if key in cfg.tracking:
-            raise ConfigError(f"tracking.{key} is not set here; it comes from {owner}. Remove it.")
-    TrackingConfig.from_dict(cfg.tracking)
-    for name in cfg.datasets:
-        cfg.with_dataset(name).gate_policy()
+    try:
+        return _CONFIG.validate_python(raw)
+    except ValidationError as err:
+        raise config_error(err, Config) from None
 
 
 def load_config(path: str | Path | None = None, *, dataset: str | None = None, **overrides: Any) -> Config:

@@ -1,20 +1,9 @@
-"""One exception root for everything dxpipe reports to a user.
+"""The exception root, re-exported for the pipeline layer; it is defined in `schemas.errors`.
 
-The CLI prints a DxpipeError as one line and exits 2; anything else is a bug and keeps its traceback.
+The root lives in the lowest layer so components, models and serving can raise it without importing
+`pipelines/` (see the import-linter contract in `.importlinter`).
 """
 
+from schemas.errors import ConfigError, DataError, DataGateError, DxpipeError
 
-class DxpipeError(Exception):
-    """Root of every error dxpipe reports to a user: the message names the field, the value and the fix."""
-
-
-class ConfigError(DxpipeError):
-    """The configuration file or its values are invalid."""
-
-
-class DataError(DxpipeError):
-    """An input file cannot be read as the dataset it claims to be."""
-
-
-class DataGateError(DxpipeError):
-    """ExampleValidator found anomalies: the run stops before training."""
+__all__ = ["ConfigError", "DataError", "DataGateError", "DxpipeError"]

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.registry_gate._dictcfg import as_bool, as_float, as_int, as_str, check_keys
+from components.registry_gate.dictcfg import as_bool, as_float, as_int, as_str, check_keys
 from pipelines.errors import ConfigError, DxpipeError
 from pipelines.redact import redact_text, redact_uri
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import DxpipeError
+from schemas.errors import DxpipeError
 from schemas.naming import feature_name
 from serving.client import DEFAULT_URL, ServingClient
 from serving.errors import ServingError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-from pipelines.errors import DxpipeError
+from schemas.errors import DxpipeError
 
 
 class Code(enum.IntEnum):

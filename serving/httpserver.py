@@ -4,12 +4,13 @@ Framing is llhttp's: Node.js's parser, hardened by years of request-smuggling re
 hex, bare LF, NUL and obs-fold are refused, `Content-Length` together with `Transfer-Encoding` or twice is
 refused). On top of it this module adds only what a REST port in front of a clinic needs and llhttp leaves to
 the server: `Host` is required on HTTP/1.1, `Transfer-Encoding` must be exactly `chunked` (anything else, such
-as `gzip, chunked`, would be a coding nobody here decodes), versions other than 1.0 and 1.1 get 505, limits on
-header and body size, gzip request bodies decompressed under a size cap (so a zip bomb is refused), a deadline
-for receiving a request, an idle timeout, and back-pressure in both directions. Keep-alive and pipelining
-(answers in order), `Expect: 100-continue` and `HEAD` work as in any HTTP/1.1 server. Protocol errors are
-answered with a JSON `{"error": ...}` and the connection is closed; a request that fails framing never reaches
-the handler.
+as `gzip, chunked`, would be a coding nobody here decodes) and is refused on HTTP/1.0, a chunk size may have
+at most 8 hex digits (`serving/chunksize.py`: llhttp reads any number of leading zeros), trailer fields are
+dropped rather than merged into the headers, versions other than 1.0 and 1.1 get 505, limits on header and
+body size, gzip request bodies decompressed under a size cap (so a zip bomb is refused), a deadline for
+receiving a request, an idle timeout, and back-pressure in both directions. Keep-alive and pipelining (answers
+in order), `Expect: 100-continue` and `HEAD` work as in any HTTP/1.1 server. Protocol errors are answered with
+a JSON `{"error": ...}` and the connection is closed; a request that fails framing never reaches the handler.
 
 httptools was measured against h11 and aiohttp's parser (`python -m bench.serving.parsers`, BENCHMARKS.md) and
 is both the fastest and the strictest of the three (h11 takes a bare LF as a line end).
@@ -23,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import email.utils
 import http
+import itertools
 import logging
 import ssl
 import time
@@ -32,6 +35,7 @@ from collections.abc import Awaitable, Callable
 
 import httptools
 
+from serving import chunksize
 from serving.jsonio import encode_text, quote
 
 log = logging.getLogger("dxpipe.serving")
@@ -116,6 +120,14 @@ class _ProtocolError(Exception):
         self.message = message
 
 
+def _framing(headers: dict[str, str]) -> int:
+    # Heads that reach the handler passed on_headers_complete: Transfer-Encoding is exactly "chunked" and
+    # llhttp validated Content-Length.
+    if "transfer-encoding" in headers:
+        return chunksize.CHUNKED
+    return int(headers.get("content-length") or 0)
+
+
 def _path_of(target: str) -> str:
     # Request target: origin-form (/path?query), absolute-form (http://host/path), or '*'.
     if target.startswith(("http://", "https://")):
@@ -143,6 +155,13 @@ class HttpProtocol(asyncio.Protocol):
         self._failure: _ProtocolError | None = None  # answered once the requests before it are
         self._peer = ""
         self._idle_since = 0.0
+        self._max_size_digits = chunksize.max_size_digits(self._limits.max_body_bytes)
+        # Chunk-size lines are followed (serving/chunksize.py) only on reads where a chunked head ended or a
+        # chunked body is open: `_watch` says so, `_chunked` holds the open body's follower, `_tail` the last
+        # bytes of a head that spans reads.
+        self._watch = False
+        self._chunked: chunksize.ChunkedBody | None = None
+        self._tail = b""
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -157,6 +176,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._received = 0.0
+        self._http10 = False
 
     # -------------------------------------------------------------------------------------- asyncio API
 
@@ -192,6 +212,9 @@ class HttpProtocol(asyncio.Protocol):
         if not self._received:
             # The head is incomplete: llhttp buffers a header line until it ends, so its size is bounded here.
             self._head_bytes += len(data)
+        # Where the stream stood before this read, for the chunk-size check (nothing to note between requests).
+        mark = self._in_message and (self._received, self._body_bytes, self._headers)
+        queued = len(self._queue)
         try:
             self._parser.feed_data(data)
             if not self._received and self._head_bytes > self._limits.max_header_bytes:
@@ -211,11 +234,49 @@ class HttpProtocol(asyncio.Protocol):
             self._failure = _ProtocolError(0, "")
         except httptools.HttpParserError as exc:
             self._failure = _ProtocolError(400, f"Malformed HTTP request: {exc}")
+        if self._watch:
+            self._check_chunk_sizes(data, mark, queued)
+        if self._in_message and not self._received:
+            self._tail = (self._tail + data)[-3:]
         if self._failure is not None or (
             self._queue and (self._queued_bytes > self._limits.max_pipelined_bytes or len(self._queue) > 64)
         ):
             self._pause_reading()
         self._next()
+
+    def _check_chunk_sizes(self, data: bytes, mark: tuple | bool, queued: int) -> None:
+        """Follows this read's chunk-size lines; a bad one fails the connection before its request is handled.
+
+        Runs after llhttp accepted the read and before `_next` hands any request to the handler, so a request
+        that llhttp completed behind a bad size line is taken back off the queue.
+        """
+        if self._failure is not None and len(self._queue) == queued:
+            return  # llhttp refused the request this read was part of: its own error stands
+        heads = [_framing(request.headers) for request, _, _ in itertools.islice(self._queue, queued, None)]
+        if self._in_message and self._received and self._failure is None:
+            heads.append(_framing(self._headers))  # the head of a request whose body is still arriving
+        if not mark:
+            start = chunksize.between()
+        elif not mark[0]:
+            start = chunksize.in_head(self._tail)
+        else:
+            # The read began in a body: that request's head ended in an earlier read.
+            heads = heads[1:] if len(self._queue) > queued else []
+            if self._chunked is not None:
+                start = chunksize.in_chunked(self._chunked)
+            else:
+                start = chunksize.in_body(max(0, int(mark[2].get("content-length") or 0) - mark[1]))
+        try:
+            self._chunked = chunksize.follow(data, start, heads, self._max_size_digits)
+        except chunksize.ChunkSizeError as exc:
+            self._chunked = None
+            keep = queued + exc.completed
+            while len(self._queue) > keep:
+                request, _, held = self._queue.pop()
+                self._queued_bytes -= len(request.body)
+                self._release(held)
+            self._failure = _ProtocolError(400, exc.message)
+        self._watch = self._chunked is not None
 
     def eof_received(self) -> bool | None:
         """Keeps a half-closed connection open while its requests are answered."""
@@ -236,10 +297,15 @@ class HttpProtocol(asyncio.Protocol):
             raise _ProtocolError(431, "Request header fields too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """One header line, already split and validated by llhttp."""
+        """One header line (or trailer line of a chunked body), already split and validated by llhttp."""
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self._limits.max_header_bytes:
             raise _ProtocolError(431, "Request header fields too large")
+        if self._received:
+            # A trailer: counted against the header limit, never merged into the headers (RFC 9110 6.5.1),
+            # or a trailer could set what a proxy in front checked in the head (Authorization,
+            # Content-Encoding).
+            return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         if key == "host":
@@ -253,6 +319,7 @@ class HttpProtocol(asyncio.Protocol):
         """Checks what llhttp leaves to the server, before any of the body is read."""
         self._received = time.perf_counter()
         version = self._parser.get_http_version()
+        self._http10 = version == "1.0"
         if version not in ("1.1", "1.0"):
             raise _ProtocolError(505, f"HTTP version {version} is not supported; use HTTP/1.1")
         headers = self._headers
@@ -262,6 +329,15 @@ class HttpProtocol(asyncio.Protocol):
                 "HTTP/1.1 requests need exactly one Host header"
                 + ("" if self._host_count else " (none sent)"),
             )
+        if self._te_count:
+            self._watch = True  # follow this body's chunk-size lines (`_check_chunk_sizes`)
+            if self._http10:
+                # RFC 9112 6.1: HTTP/1.0 has no Transfer-Encoding, so its framing is faulty; a proxy that frames
+                # it by Content-Length or by the connection's end would read a different body.
+                raise _ProtocolError(
+                    400,
+                    "Transfer-Encoding is not allowed in an HTTP/1.0 request: send Content-Length, or use HTTP/1.1",
+                )
         if self._te_count and (
             self._te_count > 1 or headers["transfer-encoding"].strip().lower() != "chunked"
         ):
@@ -328,7 +404,10 @@ class HttpProtocol(asyncio.Protocol):
             self._received,
             self._peer,
         )
-        self._queue.append((request, self._parser.should_keep_alive(), held))
+        keep_alive = self._parser.should_keep_alive()
+        # An HTTP/1.0 client keeps the connection only if the answer says so (as libevent, under TF Serving,
+        # does): 2 marks that case for `_send`.
+        self._queue.append((request, 2 if keep_alive and self._http10 else keep_alive, held))
         self._queued_bytes += len(body)
         self._reset_message()
 
@@ -397,15 +476,18 @@ class HttpProtocol(asyncio.Protocol):
             response = json_error(500, "Internal error")
         self._send(response, keep_alive, head_only)
 
-    def _send(self, response: Response, keep_alive: bool, head_only: bool = False) -> None:
+    def _send(self, response: Response, keep_alive: bool | int, head_only: bool = False) -> None:
         transport = self._transport
         self._busy = False
         self._release(self._answering_bytes)
         self._answering_bytes = 0
         if transport is None or transport.is_closing():
             return
-        keep_alive = keep_alive and not self._server.draining
-        head = [f"HTTP/1.1 {response.status} {_reason(response.status)}\r\n"]
+        if self._server.draining:
+            keep_alive = False
+        # Date: RFC 9110 6.6.1 (a server with a clock sends it; TF Serving's libevent does), from the sweeper's
+        # clock, so no response formats a date.
+        head = [f"HTTP/1.1 {response.status} {_reason(response.status)}\r\nDate: {self._server.date}\r\n"]
         if response.content_type is not None:
             head.append(f"Content-Type: {response.content_type}\r\n")
         for name, value in response.headers:
@@ -413,6 +495,8 @@ class HttpProtocol(asyncio.Protocol):
         head.append(f"Content-Length: {len(response.body)}\r\n")
         if not keep_alive:
             head.append("Connection: close\r\n")
+        elif keep_alive == 2:
+            head.append("Connection: keep-alive\r\n")
         head.append("\r\n")
         data = "".join(head).encode("latin-1")
         if head_only or not response.body:
@@ -464,6 +548,7 @@ class HttpServer:
         self.connections: set[HttpProtocol] = set()
         self.inflight_bytes = 0  # request-body bytes held by all connections (max_inflight_body_bytes)
         self.draining = False
+        self.date = email.utils.formatdate(usegmt=True)  # refreshed every half second by the sweeper
         self.on_response = on_response or (lambda: None)
         self.on_tick = on_tick or (lambda: None)
         self._server: asyncio.base_events.Server | None = None
@@ -472,6 +557,8 @@ class HttpServer:
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Starts listening (HTTPS with `ssl_context`); returns the bound port (useful with port 0)."""
         loop = asyncio.get_running_loop()
+        # Not the date of construction: loading the models may have taken a while.
+        self.date = email.utils.formatdate(usegmt=True)
         self._server = await loop.create_server(
             lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024, ssl=ssl_context
         )
@@ -481,6 +568,7 @@ class HttpServer:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(0.5)
+            self.date = email.utils.formatdate(usegmt=True)
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.expire(now)

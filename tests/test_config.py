@@ -126,3 +126,100 @@ def test_bad_split_or_checks_fail_at_load(section, value, match):
     raw[section] = value
     with pytest.raises(ConfigError, match=match):
         config_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda r: r["training"].update(epochs=True), r"training.epochs is True \(bool\); expected int\.$"),
+        (lambda r: r["training"].update(epochs="3"), r"training.epochs is '3' \(str\); expected int\.$"),
+        (
+            lambda r: r["training"].update(hidden_units=[16, 0]),
+            r"training.hidden_units is \[16, 0\]; every layer",
+        ),
+        (
+            lambda r: r["training"].update(hidden_units="16"),
+            r"training.hidden_units is '16' \(str\); expected a list",
+        ),
+        (lambda r: r["training"].update(l2=-0.1), r"training.l2 is -0.1; it must be zero or positive"),
+        (
+            lambda r: r["training"].update(shuffle_labels="yes"),
+            r"training.shuffle_labels is 'yes' \(str\); expected bool",
+        ),
+        (lambda r: r["datasets"]["wdbc"].update(label_map={0: True}), r"label_map maps \{'0': True\}"),
+        (lambda r: r["datasets"]["wdbc"].update(kind="tabel"), r"datasets.wdbc.kind is 'tabel'; .*'table'\?"),
+        (
+            lambda r: r["datasets"].update(wdbc=["x"]),
+            r"datasets.wdbc is \['x'\] \(list\); expected a mapping",
+        ),
+        (lambda r: r.update(training=5), r"^training is 5 \(int\); expected a mapping\.$"),
+        (lambda r: r.update(workdir=["a"]), r"workdir is \['a'\] \(list\); expected str"),
+        (
+            lambda r: r["evaluation"].update(min_auc="high"),
+            r"evaluation.min_auc is 'high' \(str\); expected float",
+        ),
+        (
+            lambda r: r["datasets"]["pneumoniamnist"]["image"].update(channels=2),
+            r"image.channels is 2; use 1 \(grayscale\) or 3 \(RGB\)",
+        ),
+        (
+            lambda r: r["datasets"]["pneumoniamnist"]["image"].update(formats=["png", "gif"]),
+            r"image.formats is \['png', 'gif'\]; use some of \['png', 'jpeg'\]",
+        ),
+        (
+            lambda r: (r["training"].update(epochs="x"), r["split"].update(train=0)),
+            r"split.train is 0; every split needs >= 1 bucket\. \(1 more problem\(s\) in this config",
+        ),
+    ],
+    ids=[
+        "bool-is-not-int",
+        "text-is-not-int",
+        "zero-width-layer",
+        "text-is-not-a-list",
+        "negative-l2",
+        "text-is-not-bool",
+        "bool-label",
+        "dataset-kind-typo",
+        "dataset-not-a-mapping",
+        "section-not-a-mapping",
+        "list-is-not-text",
+        "text-is-not-float",
+        "channels",
+        "formats",
+        "two-problems-counted",
+    ],
+)
+def test_types_are_strict_and_every_finding_names_field_value_and_fix(mutate, match):
+    raw = _raw()
+    raw["datasets"]["pneumoniamnist"].setdefault("image", {})
+    mutate(raw)
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw)
+
+
+def test_a_top_level_typo_is_reported_once_not_per_inheriting_dataset():
+    raw = _raw()
+    raw["training"]["epochz"] = 3
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert str(err.value).startswith("unknown key 'training.epochz'")
+    assert "more problem" not in str(err.value)
+
+
+def test_replace_validates_again():
+    cfg = load_config()
+    with pytest.raises(ConfigError, match="dataset 'nope' is not configured"):
+        dataclasses.replace(cfg, dataset="nope")
+    with pytest.raises(ValueError, match="every split needs >= 1 bucket"):
+        dataclasses.replace(cfg.split, train=0)
+
+
+def test_models_own_their_hyperparameter_types():
+    from models.hparams import HparamsError
+    from models.hparams import TrainingConfig as ModelTraining
+
+    assert TrainingConfig is ModelTraining  # pipelines.config composes the model's type, no copy
+    assert issubclass(HparamsError, ConfigError)  # so the CLI prints it as one line
+    assert load_config().training == ModelTraining(
+        hidden_units=(), learning_rate=0.05, l2=0.001, epochs=300, batch_size=64, early_stopping_patience=20
+    )

@@ -235,21 +235,27 @@ def test_the_screening_default_and_the_packaged_wdbc_entry():
     [
         (
             {"operating_point": {"target": "sensitvity", "value": 0.9}},
-            r"datasets\.wdbc\.operating_point: target is 'sensitvity'.*did you mean 'sensitivity'",
+            r"operating_point\.target is 'sensitvity'.*did you mean 'sensitivity'",
         ),
         (
             {"operating_point": {"target": "sensitivity", "value": 1.5}},
-            r"datasets\.wdbc\.operating_point: value is 1\.5.*\(0, 1\]",
+            r"operating_point\.value is 1\.5.*\(0, 1\]",
         ),
-        ({"operating_point": {"target": "sensitivity"}}, r"value is None"),
+        ({"operating_point": {"target": "sensitivity"}}, r"operating_point\.value is None"),
         ({"operating_point": {"fixed": 0.5, "target": "specificity"}}, r"either \{fixed.*not both"),
-        ({"operating_point": {"fixed": 2}}, r"fixed is 2; it must be a threshold between 0 and 1"),
+        (
+            {"operating_point": {"fixed": 2}},
+            r"operating_point\.fixed is 2; it must be a threshold between 0 and 1",
+        ),
         (
             {"operating_point": {"fixd": 0.3}},
             r"unknown key 'datasets\.wdbc\.operating_point\.fixd' \(did you mean 'fixed'\?\)",
         ),
-        ({"operating_point": "high"}, r"datasets\.wdbc\.operating_point is 'high'; expected a mapping"),
-        ({"calibration": "plat"}, r"datasets\.wdbc: calibration is 'plat'.*did you mean 'platt'"),
+        (
+            {"operating_point": "high"},
+            r"datasets\.wdbc\.operating_point is 'high' \(str\); expected a mapping",
+        ),
+        ({"calibration": "plat"}, r"datasets\.wdbc\.calibration is 'plat'.*did you mean 'platt'"),
     ],
     ids=[
         "target-typo",

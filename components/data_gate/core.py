@@ -11,7 +11,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
 from components.data_checks.findings import Finding, merge, without_guarded
 from components.data_checks.rows import BLANK_FIX, describe_expectation
-from pipelines.errors import DataGateError
+from schemas.errors import DataGateError
 
 _Reason = anomalies_pb2.AnomalyInfo.Type
 

@@ -21,8 +21,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from components.registry_gate._dictcfg import as_bool, as_float, as_int, as_str, check_keys
-from pipelines.errors import ConfigError
+from components.registry_gate.dictcfg import as_bool, as_float, as_int, as_str, check_keys
+from schemas.errors import ConfigError
 
 # Name of the slice holding metrics over the whole test split.
 OVERALL = "Overall"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
+
+from models.hparams import HPARAMS, HparamsError
 
 # Encodings a serving request or an example may carry, by the name the config and error messages use.
 IMAGE_FORMATS = ("png", "jpeg")
 
 
-class HparamsError(ValueError):
-    """An image hyperparameter is out of range (the config layer reports it to the user)."""
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, config=HPARAMS)
 class CnnConfig:
     """The CNN's architecture and training settings.
 
@@ -35,16 +34,16 @@ class CnnConfig:
             `none` trains on the raw frequencies.
     """
 
-    input_size: int = 28
-    filters: tuple[int, ...] = (16, 32, 64)
-    dropout: float = 0.5
-    label_smoothing: float = 0.1
-    learning_rate: float = 0.001
-    epochs: int = 30
-    batch_size: int = 128
-    early_stopping_patience: int = 6
-    augment: bool = True
-    class_weighting: str = "balanced"
+    input_size: StrictInt = 28
+    filters: tuple[StrictInt, ...] = (16, 32, 64)
+    dropout: StrictFloat = 0.5
+    label_smoothing: StrictFloat = 0.1
+    learning_rate: StrictFloat = 0.001
+    epochs: StrictInt = 30
+    batch_size: StrictInt = 128
+    early_stopping_patience: StrictInt = 6
+    augment: StrictBool = True
+    class_weighting: StrictStr = "balanced"
 
     def __post_init__(self):
         if self.input_size < 8:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import email.utils
 import gzip
 import json
 import socket
@@ -85,6 +87,28 @@ def test_http10_and_connection_close(server):
         sock.sendall(request("GET", "/v1/models/half_plus_two", headers="Connection: close\r\n"))
         assert read_response(sock)[0] == 200
         assert is_closed(sock)
+
+
+def test_http10_keep_alive_is_confirmed_in_the_answer(server):
+    # An HTTP/1.0 client reuses the connection only if the answer says "Connection: keep-alive".
+    with connect(server) as sock:
+        leftover = bytearray()
+        for _ in range(2):
+            sock.sendall(b"GET /v1/models/half_plus_two HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, _, leftover = read_response(sock, leftover)
+            assert status == 200
+            assert headers["connection"] == "keep-alive"
+
+
+def test_every_answer_carries_a_date(server):
+    # RFC 9110 6.6.1: an origin server with a clock sends Date (TF Serving's libevent does), errors included.
+    for raw in (request("GET", "/v1/models/half_plus_two"), request("GET", "/v1/nope"), b"GARBAGE\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(raw)
+            _, headers, _, _ = read_response(sock)
+        sent = email.utils.parsedate_to_datetime(headers["date"])
+        assert sent.tzinfo is not None
+        assert abs((datetime.datetime.now(datetime.timezone.utc) - sent).total_seconds()) < 5
 
 
 def test_chunked_body_and_expect_continue(server):
@@ -184,6 +208,12 @@ def handled(server, monkeypatch):
             id="te-gzip-only",
         ),
         pytest.param(
+            b"POST /v1/models/x:predict HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n",
+            400,
+            id="te-on-http10",
+        ),
+        pytest.param(
             b"POST /v1/models/x:predict HTTP/1.1\r\nHost: x\r\nX-A: a\nTransfer-Encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n0\r\n\r\n",
             400,
@@ -222,20 +252,143 @@ def test_framing_errors_are_json_close_and_never_reach_the_handler(server, handl
     assert handled == []
 
 
-def test_leading_zeros_in_a_chunk_size_are_read_as_their_value(server, handled):
-    # RFC 9112 allows any number of hex digits; llhttp reads the value and refuses one that overflows 64
-    # bits, so the size is never truncated to a different one. 60 leading zeros frame as 0x...3 here.
-    body = b'{"instances": [2.0]}'
-    raw = CHUNKED.replace(b"/v1/models/x:predict", PATH.encode()) + b"0" * 60 + b"%x\r\n" % len(body)
-    with connect(server) as sock:
-        sock.sendall(raw + body + b"\r\n0\r\n\r\n")
-        status, _, answer, _ = read_response(sock)
-    assert (status, json.loads(answer)) == (200, {"predictions": [3.0]})
-    overflow = CHUNKED + b"1" + b"0" * 16 + b"\r\n"
-    with connect(server) as sock:
-        sock.sendall(overflow)
+CHUNKED_PREDICT = CHUNKED.replace(b"/v1/models/x:predict", PATH.encode())
+
+
+def chunked(*parts: bytes, pad: int = 0, ext: bytes = b"", trailers: bytes = b"") -> bytes:
+    """A chunked predict request: each part as a chunk (sizes zero-padded to `pad` digits), then trailers."""
+    body = b"".join(b"%0*x%s\r\n%s\r\n" % (pad, len(part), ext, part) for part in parts)
+    return CHUNKED_PREDICT + body + b"0" + ext + b"\r\n" + trailers + b"\r\n"
+
+
+@pytest.fixture(params=["as-sent", "byte-by-byte"])
+def reads(request, monkeypatch):
+    """Runs a test twice: reads as the kernel delivers them, then every read fed to the server one byte at a
+    time (a deterministic hook: every boundary of a size line, head or trailer falls between two reads)."""
+    if request.param == "byte-by-byte":
+        from serving.httpserver import HttpProtocol
+
+        whole = HttpProtocol.data_received
+
+        def one_byte_at_a_time(self, data):
+            for i in range(len(data)):
+                whole(self, data[i : i + 1])
+
+        monkeypatch.setattr(HttpProtocol, "data_received", one_byte_at_a_time)
+    return request.param
+
+
+def test_chunk_sizes_with_leading_zeros_are_refused_before_the_handler(server, handled, reads):
+    # llhttp reads 60 zeros then 14 as 0x14; a proxy in front may not (request smuggling). More hex digits
+    # than the bound (8 here: serving/chunksize.py says why) is a 400 and a closed connection, and nothing
+    # on the connection reaches the handler, not even the well-formed request pipelined behind it.
+    for raw in (
+        chunked(BODY, pad=62),
+        chunked(BODY[:4], BODY[4:], pad=9),
+        chunked(BODY, pad=2).replace(b"0\r\n\r\n", b"0" * 40 + b"\r\n\r\n"),  # the last chunk too
+    ):
+        with connect(server) as sock:
+            sock.sendall(raw + request("GET", "/v1/models/half_plus_two"))
+            status, headers, body, leftover = read_response(sock)
+            assert status == 400, body
+            assert "more than 8 hex digits" in json.loads(body)["error"]
+            assert headers["connection"] == "close"
+            assert not leftover
+            assert is_closed(sock)
+    with connect(server) as sock:  # a size over 64 bits: llhttp's own refusal
+        sock.sendall(
+            CHUNKED_PREDICT + b"1" + b"0" * 16 + b"\r\n" + request("GET", "/v1/models/half_plus_two")
+        )
         assert read_response(sock)[0] == 400
+        assert is_closed(sock)
+    assert handled == []
+
+
+def test_endless_chunk_extensions_are_refused(server, handled):
+    # llhttp streams extensions without a bound; a size line over 4096 bytes is refused (serving/chunksize.py).
+    with connect(server) as sock:
+        sock.sendall(chunked(BODY, ext=b";x=" + b"y" * 5000) + request("GET", "/v1/models/half_plus_two"))
+        status, headers, body, _ = read_response(sock)
+        assert status == 400, body
+        assert "longer than 4096 bytes" in json.loads(body)["error"]
+        assert is_closed(sock)
+    with connect(server) as sock:  # a long but bounded extension is fine
+        sock.sendall(chunked(BODY, ext=b";x=" + b"y" * 4000))
+        assert read_response(sock)[0] == 200
     assert len(handled) == 1
+
+
+def test_many_leading_zeros_written_one_byte_at_a_time_are_refused(server, handled):
+    raw = chunked(BODY, pad=200) + request("GET", "/v1/models/half_plus_two")
+    with connect(server) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for i in range(len(raw)):  # one TCP segment per byte (TCP_NODELAY), as a slow client sends
+                sock.send(raw[i : i + 1])
+        status, _, body, _ = read_response(sock)
+        assert status == 400, body
+        assert is_closed(sock)
+    assert handled == []
+
+
+def test_chunk_sizes_up_to_the_bound_with_extensions_and_trailers_are_answered(server, handled, reads):
+    # Zero padding up to 8 digits (what a writer of 32-bit sizes prints), upper-case hex, extensions with
+    # quoted values, and trailers: all valid, all answered.
+    body = b'{"instances": [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]}'
+    raw = chunked(
+        body[:3],
+        body[3:30],
+        body[30:],
+        pad=8,
+        ext=b';name=value;q="a;b\\"c"',
+        trailers=b"X-Checksum: abc\r\nContent-Encoding: gzip\r\nAuthorization: Bearer smuggled\r\n",
+    )
+    assert b"0000001b" in raw
+    with connect(server) as sock:
+        sock.sendall(raw.replace(b"0000001b", b"0000001B"))
+        status, _, answer, _ = read_response(sock)
+    assert (status, json.loads(answer)) == (200, {"predictions": [3.0, 4.0, 5.0, 6.0, 7.0, 8.0]})
+    # Trailers are read and dropped: never merged into the headers a proxy in front checked.
+    assert len(handled) == 1
+    assert {"x-checksum", "content-encoding", "authorization"}.isdisjoint(handled[0].headers)
+
+
+def test_pipelined_chunked_and_plain_requests_are_answered_in_order(server, handled, reads):
+    raws = [
+        chunked(b'{"instances": [2.0]}', ext=b";a=1", trailers=b"X-T: 1\r\n"),
+        request("POST", PATH, b'{"instances": [4.0]}'),
+        chunked(b'{"instances": ', b"[6.0]}", pad=4),
+        request("GET", "/v1/models/half_plus_two"),
+        chunked(b'{"instances": [8.0]}'),
+    ]
+    with connect(server) as sock:
+        sock.sendall(b"\r\n".join(raws))  # empty lines between requests are allowed (RFC 9112 2.2)
+        leftover = bytearray()
+        answers = []
+        for _ in raws:
+            status, _, body, leftover = read_response(sock, leftover)
+            answers.append((status, json.loads(body)))
+    assert [status for status, _ in answers] == [200] * 5
+    assert [answers[i][1] for i in (0, 1, 2, 4)] == [{"predictions": [x]} for x in (3.0, 4.0, 5.0, 6.0)]
+    assert [r.method for r in handled] == ["POST", "POST", "POST", "GET", "POST"]
+
+
+def test_a_bad_chunk_size_behind_good_requests_fails_only_what_follows(server, handled, reads):
+    # The requests before it in the same write are answered; the bad one and everything after it are not.
+    raw = (
+        request("POST", PATH, BODY)
+        + chunked(b'{"instances": [4.0]}')
+        + chunked(BODY, pad=60)
+        + request("POST", PATH, BODY)
+    )
+    with connect(server) as sock:
+        sock.sendall(raw)
+        first = read_response(sock)
+        second = read_response(sock, first[3])
+        third = read_response(sock, second[3])
+        assert [first[0], second[0], third[0]] == [200, 200, 400]
+        assert json.loads(second[2]) == {"predictions": [4.0]}
+        assert is_closed(sock)
+    assert len(handled) == 2
 
 
 def test_requests_before_a_framing_error_are_answered_in_order(server, handled):

@@ -1,6 +1,8 @@
 """Small helpers to read a YAML mapping into frozen dataclasses with errors that name the key and the fix.
 
-Kept free of project imports other than the exception root so the gate core stays a leaf module.
+Public: the gate policy (`core.GatePolicy.from_dict`) and the MLflow settings
+(`pipelines.mlflow_store.TrackingConfig.from_dict`) read their sections with it. Kept free of project
+imports other than the exception root (`schemas.errors`) so the gate core stays a leaf module.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipelines.errors import ConfigError
+from schemas.errors import ConfigError
 
 
 def check_keys(d: Any, allowed: Iterable[str], path: str) -> Mapping[str, Any]:
