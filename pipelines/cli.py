@@ -251,6 +251,34 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_data(args: argparse.Namespace) -> int:
+    """Writes the split files the compiled pipeline reads under `<data-root>/<dataset>/`.
+
+    The same step `dxpipe run` takes before its TFX run (`pipelines.data.materialize`), as a command, so
+    a Kubeflow run needs nothing from the developer's machine: run it where the pods' data volume is
+    mounted (or copy its output there), then compile with the same `--data-root`.
+    """
+    cfg = _load(args)
+    from pathlib import Path
+
+    target = Path(args.data_root) / cfg.dataset
+    if cfg.data.kind == "image":
+        from pipelines import image_data
+
+        _, digest = image_data.materialize(cfg.data, target)
+    else:
+        from components.data_checks import guards
+        from pipelines import data as data_lib
+
+        prepared = data_lib.materialize(cfg.data, target)
+        digest = prepared.digest
+        print(_describe(cfg, prepared, guards))
+    print(
+        f"wrote {target} (dataset digest {digest}); compile with: dxpipe compile --data-root {args.data_root}"
+    )
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     """Compiles the pipeline to a Kubeflow Pipelines v2 spec."""
     cfg = _load(args)
@@ -293,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(check)
     check.set_defaults(func=cmd_schema_check)
+
+    prepare = sub.add_parser(
+        "prepare-data",
+        help="write the split CSVs a compiled Kubeflow pipeline reads, to <data-root>/<dataset>/",
+    )
+    _add_config_args(prepare)
+    prepare.add_argument(
+        "--data-root", required=True, help="the directory mounted in the pods as `dxpipe compile --data-root`"
+    )
+    prepare.set_defaults(func=cmd_prepare_data)
 
     from pipelines.kubeflow_runner import KubeflowTarget
 

@@ -1,5 +1,9 @@
 """Runs the pipeline with TFX's LocalDagRunner: binds paths, the SQLite metadata store and Beam args.
 
+Binding only: tracking, registration and the registry gate are the pipeline's RegistryGate node. This
+runner lends that node the MLflow run it opened early (`run_tracked`, so MLflow's import and the run's
+opening overlap TFX's) and ends the run FINISHED or FAILED around the whole TFX run.
+
 Also turns the run into what a user reads: one progress line per component with its time, then a
 summary read back from ML Metadata (test-split metrics, blessed or not and why, where the model went).
 """
@@ -83,10 +87,13 @@ def _own_run_id_runner(run_id: str):
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from tfx.orchestration.portable import runtime_parameter_utils
 
+    from components.registry_gate.component import RUN_ID_PARAMETER
+
     class OwnRunIdRunner(LocalDagRunner):
         def run_with_ir(self, pipeline, run_options=None):
+            # The RegistryGate node's `dxpipe_run_id` is the same id (see pipeline.run_id_parameter).
             runtime_parameter_utils.substitute_runtime_parameter(
-                pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id}
+                pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id, RUN_ID_PARAMETER: run_id}
             )
             return super().run_with_ir(pipeline, run_options)
 
@@ -218,16 +225,25 @@ def run_pipeline(
     Raises:
         DxpipeError: For bad data or configuration (the data gate's report among them).
     """
+    from pipelines.registry_executor import bind_run, is_bound
+
     paths = Paths.for_config(cfg)
     paths.workdir.mkdir(parents=True, exist_ok=True)
     pipeline, digest = build(cfg, paths, enable_cache, baseline_model_uri)
+    run_id = run_id or new_run_id()
     with (
+        # Without an open MLflow run bound by `run_tracked`, the RegistryGate node opens its own.
+        (
+            contextlib.nullcontext()
+            if is_bound(run_id)
+            else bind_run(run_id, str(paths.metadata), tracking=cfg.tracking_config())
+        ),
         _timed_launches(emit) as timings,
         beam_patches.no_tfx_sdist_for_direct_runner(cfg.beam.runner),
         beam_patches.memoized_dofn_introspection(),
         beam_patches.cached_option_views(),
     ):
-        _own_run_id_runner(run_id or new_run_id()).run(pipeline)
+        _own_run_id_runner(run_id).run(pipeline)
     return timings, digest
 
 
@@ -268,10 +284,11 @@ class TrackedResult:
 def run_tracked(
     cfg: Config, *, enable_cache: bool = True, emit: Callable[[str], None] = lambda line: None
 ) -> TrackedResult:
-    """Runs the pipeline as one MLflow run, then registers and gates the trained model.
+    """Runs the pipeline as one MLflow run; its RegistryGate node registers and gates the trained model.
 
-    The MLflow run opens (in a worker process) while TFX is imported; the champion, if any, becomes the
-    Evaluator's baseline. A failed or interrupted pipeline ends the MLflow run as FAILED.
+    The MLflow run opens (in a worker process) while TFX is imported and is lent to the RegistryGate
+    node; the champion, if any, becomes the Evaluator's baseline. A failed or interrupted pipeline ends
+    the MLflow run as FAILED.
 
     Raises:
         DxpipeError: Bad data or config, an unreachable MLflow, or a run that trained no model.
@@ -281,7 +298,6 @@ def run_tracked(
     from pipelines.mlflow_mlmd import collect_outputs
 
     tracking_cfg = cfg.tracking_config()
-    policy = cfg.gate_policy()
     paths = Paths.for_config(cfg)
     run_id = new_run_id()
     tags = {
@@ -293,8 +309,10 @@ def run_tracked(
         workdir_lock(paths.workdir),
         tracking.pipeline_run(tracking_cfg, cfg.pipeline_name, flatten(cfg), tags) as run,
     ):
-        # Importing TFX takes long enough for the worker to open the run meanwhile.
+        # Importing TFX takes long enough for the worker to open the run meanwhile (so nothing that
+        # imports TFX is imported before the worker starts).
         import pipelines.pipeline  # noqa: F401
+        from pipelines.registry_executor import bind_run
 
         champion_uri = run.call(
             "champion", "reading the champion", registry.champion_in_session, cfg.model_name
@@ -303,9 +321,10 @@ def run_tracked(
             emit(f"  (champion's model {champion_uri} is gone; comparing with the latest blessed model)")
             champion_uri = None
         try:
-            timings, _ = run_pipeline(
-                cfg, enable_cache=enable_cache, emit=emit, baseline_model_uri=champion_uri, run_id=run_id
-            )
+            with bind_run(run_id, str(paths.metadata), run) as binding:
+                timings, _ = run_pipeline(
+                    cfg, enable_cache=enable_cache, emit=emit, baseline_model_uri=champion_uri, run_id=run_id
+                )
         except DataGateError:
             # The run ends FAILED either way; its statistics and anomalies are what a reader needs then.
             with contextlib.suppress(DxpipeError):
@@ -315,7 +334,11 @@ def run_tracked(
             raise
         # This run's own outputs, by its own run id: never "the most recent run" of the pipeline.
         outputs = collect_outputs(str(paths.metadata), cfg.pipeline_name, run_id=run_id)
-        tracking.log_pipeline_outputs(run, outputs)
+        # The push follows the RegistryGate node, so its outcome is added to the run here.
+        pushed = {"tfx.pushed": str(bool(outputs.pushed)).lower()}
+        if outputs.pushed and outputs.pushed_version:
+            pushed[registry.TAG_STAGING_VERSION] = outputs.pushed_version
+        run.call("log_outputs", "recording the staging push", tracking.set_run_tags, pushed)
         intervals = None
         if cfg.data.kind == "image":
             from pipelines.image_report import log_image_report  # Bootstrap intervals, confident errors.
@@ -323,9 +346,8 @@ def run_tracked(
             threshold = cfg.data.training.operating_threshold
             cache = paths.workdir / "reports"
             intervals = log_image_report(run, outputs, threshold, cfg.data.positive_class, cache)
-        version = None
-        if outputs.model_uri:
-            version = registry.register_and_gate(run, outputs, policy, model_name=cfg.model_name)
+        # Registered and gated by the RegistryGate node, in this run.
+        version = binding.version
         result = TrackedResult(
             timings=timings,
             outputs=outputs,

@@ -1,13 +1,16 @@
 """The one pipeline factory. Runners (local, Kubeflow) only bind paths and the orchestrator.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated) -> ExampleValidator -> DataGate -> Trainer
--> Evaluator (test split, against a baseline) -> ServingPusher to staging (only if blessed).
+-> Evaluator (test split, against a baseline) -> RegistryGate (MLflow run, registry version, gate verdict)
+-> ServingPusher to staging (only if the registry gate passed the version).
 
 The baseline is the registry's champion when the runner knows it (an Importer of its Model artifact, so
 non-inferiority is judged against what production serves, re-scored on this test split), else the latest
 blessed model, and never the candidate itself (components/baseline), so a re-run hits the Evaluator's
 cache. A compiled Kubeflow pipeline uses TFX's LatestBlessedModelStrategy, the resolver KFP v2 accepts.
-Components talk only through TFX artifacts and parameters, so the same definition compiles to KFP.
+Components talk only through TFX artifacts and parameters, so the same definition compiles to KFP:
+tracking, registration and the gate are a node of the DAG (components/registry_gate, its MLflow executor
+bound here from pipelines/registry_executor), locally and on Kubeflow alike.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tfx.dsl.components.common.importer import Importer
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.experimental.conditionals.conditional import Cond
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
+from tfx.orchestration import data_types
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2
 from tfx.types import Channel, standard_artifacts, standard_component_specs
@@ -33,9 +37,10 @@ from tfx.types.component_spec import ExecutionParameter
 import models
 from components.baseline.strategy import BaselineStrategy
 from components.data_gate.component import DataGate
+from components.registry_gate.component import RUN_ID_PARAMETER, RegistryGate
 from components.serving_pusher.component import ServingPusher
 from models.network import EXAMPLES_SIGNATURE, PROBABILITY
-from pipelines.config import Config, EvaluationConfig
+from pipelines.config import Config, EvaluationConfig, flatten
 from pipelines.data import DATA_FILE, SPLITS
 from schemas.files import read_schema, schema_path
 
@@ -216,10 +221,70 @@ def data_validation_nodes(
     return example_gen, statistics_gen, schema_gen, example_validator, data_gate
 
 
+def run_id_parameter() -> data_types.RuntimeParameter:
+    """The pipeline run's id, a runtime parameter the runner binds (no default: a run must name itself).
+
+    The local runner binds its own TFX run id; a Kubeflow run is submitted with `dxpipe_run_id` set
+    (e.g. the KFP run's name). It keeps the RegistryGate node out of the cache (the registry's champion
+    and pinned policy are outside TFX's cache key) and ties the MLflow run to the pipeline run.
+    """
+    return data_types.RuntimeParameter(name=RUN_ID_PARAMETER, ptype=str)
+
+
+def _run_params(cfg: Config) -> dict[str, str]:
+    """The config as the MLflow run's params; URIs redacted (execution parameters are stored in MLMD)."""
+    from pipelines.redact import redact_uri
+
+    return {k: redact_uri(v) if k.endswith(("_uri", ".uri")) else v for k, v in flatten(cfg).items()}
+
+
+def registry_gate_node(cfg: Config, example_gen, trainer, evaluator, baseline_model, data_nodes=None):
+    """Returns the RegistryGate node: tracking, registration and the registry gate, bound to MLflow.
+
+    Args:
+        cfg: The validated configuration.
+        example_gen: The node whose examples were evaluated.
+        trainer: The node whose model is registered.
+        evaluator: The Evaluator whose evaluation and blessing are gated.
+        baseline_model: The channel of the model the Evaluator re-scored as baseline.
+        data_nodes: (StatisticsGen, ImportSchemaGen, ExampleValidator), whose reports the run logs.
+    """
+    from pipelines.registry_executor import MlflowRegistryGateExecutor, tracking_json
+
+    reports = {}
+    if data_nodes is not None:
+        statistics_gen, schema_gen, example_validator = data_nodes
+        reports = {
+            "statistics": statistics_gen.outputs["statistics"],
+            "schema": schema_gen.outputs["schema"],
+            "anomalies": example_validator.outputs["anomalies"],
+        }
+    return RegistryGate(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        baseline_model=baseline_model,
+        model_name=cfg.model_name,
+        pipeline_name=cfg.pipeline_name,
+        gate_policy=json.dumps(cfg.gate_policy().to_dict(), sort_keys=True),
+        tracking=tracking_json(cfg.tracking_config()),
+        run_params=json.dumps(_run_params(cfg), sort_keys=True),
+        run_id=run_id_parameter(),
+        executor_class=MlflowRegistryGateExecutor,
+        **reports,
+    )
+
+
 def evaluation_and_push_nodes(
-    cfg: Config, example_gen, trainer, baseline_model_uri: str | None, builtin_resolver_only: bool
+    cfg: Config,
+    example_gen,
+    trainer,
+    baseline_model_uri: str | None,
+    builtin_resolver_only: bool,
+    data_nodes=None,
 ) -> list:
-    """Returns the baseline node(s), the Evaluator on the raw test split, and the Pusher behind its blessing.
+    """Returns the baseline node(s), the Evaluator, the RegistryGate and the Pusher behind its verdict.
 
     Args:
         cfg: The validated configuration.
@@ -227,6 +292,7 @@ def evaluation_and_push_nodes(
         trainer: The node whose model is evaluated and pushed.
         baseline_model_uri: The champion's Model URI, if known (see `create_pipeline`).
         builtin_resolver_only: See `create_pipeline`.
+        data_nodes: See `registry_gate_node`.
     """
     data = cfg.data
     baseline_nodes, baseline_model = _baseline(trainer, baseline_model_uri, builtin_resolver_only)
@@ -237,13 +303,23 @@ def evaluation_and_push_nodes(
         eval_config=eval_config(data.evaluation, data.training.operating_threshold, data.slice_features),
         example_splits=[GATED_SPLIT],
     )
-    with Cond(evaluator.outputs["blessing"].future()[0].custom_property("blessed") == 1):
+    gate = registry_gate_node(cfg, example_gen, trainer, evaluator, baseline_model, data_nodes)
+    # The push is guarded structurally by the registry's verdict (which requires the Evaluator's
+    # blessing unless the pinned policy says otherwise); the Pusher re-checks the blessing itself.
+    with Cond(gate.outputs["verdict"].future()[0].custom_property("passed") == 1):
         pusher = ServingPusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
             base_path=str(cfg.staging_base_path),
         )
-    return [*baseline_nodes, evaluator, pusher]
+    return [*baseline_nodes, evaluator, gate, pusher]
+
+
+def _data_nodes(nodes: list) -> tuple | None:
+    """(StatisticsGen, ImportSchemaGen, ExampleValidator) among `nodes`, for the run's data reports."""
+    by_id = {node.id: node for node in nodes}
+    found = tuple(by_id.get(name) for name in ("StatisticsGen", "ImportSchemaGen", "ExampleValidator"))
+    return None if None in found else found
 
 
 def create_pipeline(
@@ -290,7 +366,12 @@ def create_pipeline(
             components=[
                 *nodes,
                 *evaluation_and_push_nodes(
-                    cfg, example_gen, trainer, baseline_model_uri, builtin_resolver_only
+                    cfg,
+                    example_gen,
+                    trainer,
+                    baseline_model_uri,
+                    builtin_resolver_only,
+                    _data_nodes(nodes),
                 ),
             ],
             enable_cache=enable_cache,
@@ -298,7 +379,7 @@ def create_pipeline(
             beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else cfg.beam.args(),
         )
     validation = data_validation_nodes(cfg, input_base, source_name, schema_digest)
-    example_gen, _, schema_gen, _, data_gate = validation
+    example_gen, statistics_gen, schema_gen, example_validator, data_gate = validation
     trainer = Trainer(
         run_fn=TRAINER_RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -315,7 +396,14 @@ def create_pipeline(
     components = [
         *validation,
         trainer,
-        *evaluation_and_push_nodes(cfg, example_gen, trainer, baseline_model_uri, builtin_resolver_only),
+        *evaluation_and_push_nodes(
+            cfg,
+            example_gen,
+            trainer,
+            baseline_model_uri,
+            builtin_resolver_only,
+            (statistics_gen, schema_gen, example_validator),
+        ),
     ]
     return tfx_pipeline.Pipeline(
         pipeline_name=cfg.pipeline_name,

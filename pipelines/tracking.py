@@ -770,6 +770,12 @@ def log_outputs_in_session(
             session.set_tags({f"dxpipe.warning.{k}": v for k, v in warnings.items()})
 
 
+def set_run_tags(session: Session, tags: Mapping[str, Any]) -> None:
+    """Sets tags on the open run (runs where MLflow lives, see `TrackedRun.call`)."""
+    with session.timed("tags"), mlflow_errors(session.config, "setting the run's tags"):
+        session.set_tags(tags)
+
+
 def _log_history(session: Session, history: Mapping[str, Any]) -> None:
     """Logs per-epoch curves as `train/<name>` (step = epoch) and scalar facts as `train/<name>`.
 

@@ -36,6 +36,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 _ARTIFACT_REF = re.compile(r"inputs\.artifacts\['([^']+)'\]\.artifacts\[0\]\.metadata\['([^']+)'\]")
 _ALLOWED = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.Compare, ast.Constant)
@@ -95,23 +96,38 @@ class Driver:
                 return Path(host) / container_path[len(inside) :].lstrip("/")
         raise ValueError(f"{container_path} is not under any mount {sorted(self.mounts.values())}")
 
-    def run(self, run_id: str) -> dict[str, TaskResult]:
+    def run(self, run_id: str, parameters: dict[str, Any] | None = None) -> dict[str, TaskResult]:
         """Runs the root DAG.
+
+        Args:
+            run_id: The run's name (its pipeline-root folder, the final status's job name).
+            parameters: The run's pipeline parameters, as a KFP submitter gives them.
 
         Returns:
             Task name -> its result, in execution order; a nested DAG's tasks are named `dag/task`.
 
         Raises:
             PipelineFailed: If any task failed (after the exit handler, if any, has run).
+            ValueError: If the run gives no value for a declared parameter without a default (KFP
+                refuses such a submission).
         """
+        parameters = dict(parameters or {})
+        declared = self.spec["root"].get("inputDefinitions", {}).get("parameters", {})
+        for name, definition in declared.items():
+            if name not in parameters:
+                if "defaultValue" not in definition:
+                    raise ValueError(f"the run gives no value for pipeline parameter {name!r}")
+                parameters[name] = definition["defaultValue"]
         results: dict[str, TaskResult] = {}
-        self._run_dag(self.spec["root"]["dag"], run_id, "", results)
+        self._run_dag(self.spec["root"]["dag"], run_id, "", results, parameters)
         failed = [name for name, r in results.items() if r.state == "FAILED" and r.error]
         if failed:
             raise PipelineFailed("\n".join(results[n].error for n in failed), results)
         return results
 
-    def _run_dag(self, dag: dict, run_id: str, prefix: str, results: dict[str, TaskResult]) -> str:
+    def _run_dag(
+        self, dag: dict, run_id: str, prefix: str, results: dict[str, TaskResult], scope: dict[str, Any]
+    ) -> str:
         """Runs a DAG's tasks into `results` (keys prefixed); returns the DAG's final state."""
         tasks = dag["tasks"]
         local: dict[str, TaskResult] = {}
@@ -125,13 +141,20 @@ class Driver:
             elif not all_completed and any(local[u].state in ("SKIPPED", "NOT_RUN") for u in upstream):
                 local[name] = TaskResult("SKIPPED")
             else:
-                local[name] = self._run_task(run_id, prefix, name, task, local, results)
+                local[name] = self._run_task(run_id, prefix, name, task, local, results, scope)
             results[prefix + name] = local[name]
             failed = failed or local[name].state == "FAILED"
         return "FAILED" if failed else "SUCCEEDED"
 
     def _run_task(
-        self, run_id: str, prefix: str, name: str, task: dict, local: dict, results: dict[str, TaskResult]
+        self,
+        run_id: str,
+        prefix: str,
+        name: str,
+        task: dict,
+        local: dict,
+        results: dict[str, TaskResult],
+        scope: dict[str, Any],
     ) -> TaskResult:
         component = self.spec["components"][task["componentRef"]["name"]]
         inputs = {
@@ -145,13 +168,16 @@ class Driver:
         if not condition_holds(task.get("triggerPolicy", {}).get("condition"), inputs):
             return TaskResult("SKIPPED")
         started = time.monotonic()
+        parameters = {
+            key: self._parameter(run_id, value, local, scope)
+            for key, value in task.get("inputs", {}).get("parameters", {}).items()
+        }
         if "dag" in component:
-            result = TaskResult(self._run_dag(component["dag"], run_id, f"{prefix}{name}/", results))
+            # A sub-DAG sees only the parameters its task passes it, as KFP scopes them.
+            result = TaskResult(
+                self._run_dag(component["dag"], run_id, f"{prefix}{name}/", results, parameters)
+            )
         else:
-            parameters = {
-                key: self._parameter(run_id, value, local)
-                for key, value in task.get("inputs", {}).get("parameters", {}).items()
-            }
             try:
                 result = self._execute(run_id, prefix + name, component, parameters, inputs)
             except TaskError as error:
@@ -159,9 +185,14 @@ class Driver:
         result.seconds = time.monotonic() - started
         return result
 
-    def _parameter(self, run_id: str, value: dict, local: dict):
+    def _parameter(self, run_id: str, value: dict, local: dict, scope: dict[str, Any]):
         if "runtimeValue" in value:
             return value["runtimeValue"]["constant"]
+        if "componentInputParameter" in value:
+            name = value["componentInputParameter"]
+            if name not in scope:
+                raise ValueError(f"parameter {name!r} is not an input of the enclosing DAG")
+            return scope[name]
         if "taskFinalStatus" in value:
             producer = value["taskFinalStatus"]["producerTask"]
             state = local[producer].state
@@ -171,7 +202,9 @@ class Driver:
                 "pipelineJobResourceName": run_id,
                 "error": {"message": "" if state == "SUCCEEDED" else f"{producer} {state}", "code": 0},
             }
-        raise ValueError(f"parameter {value} is not a constant or a task's final status (not supported here)")
+        raise ValueError(
+            f"parameter {value} is not a constant, a DAG input or a task's final status (not supported here)"
+        )
 
     def _execute(self, run_id: str, name: str, component: dict, parameters: dict, inputs: dict) -> TaskResult:
         executor = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]

@@ -147,3 +147,29 @@ def test_resolver_executor_is_refused_like_open_source_kfp():
     spec["deploymentSpec"]["executors"]["R_executor"] = {"resolver": {"outputArtifactQueries": {}}}
     with pytest.raises(ValueError, match="not something open-source KFP runs"):
         Driver(spec=spec, mounts={}, pipeline_root="/p").run("r")
+
+
+def test_pipeline_parameters_reach_nested_tasks_only_through_their_dag():
+    """The run's `dxpipe_run_id`, passed into `tfx-dag` and to the exit handler, as the compiled spec does."""
+    param = {"componentInputParameter": "dxpipe_run_id"}
+    inner = {"gate": _task("Gate", inputs={"parameters": {"run_id": param}})}
+    spec = _spec(
+        {
+            "tfx-dag": _task("tfx-dag", inputs={"parameters": {"dxpipe_run_id": param}}),
+            "exit": _task("Exit", deps=["tfx-dag"], inputs={"parameters": {"run_id": param}}),
+        },
+        {"tfx-dag": {"dag": {"tasks": inner}}, "Gate": {}, "Exit": {}},
+    )
+    spec["root"]["inputDefinitions"] = {"parameters": {"dxpipe_run_id": {"parameterType": "STRING"}}}
+    driver = Recorder(spec)
+    driver.run("r", {"dxpipe_run_id": "run-42"})
+    assert [(name, parameters) for name, parameters, _ in driver.calls] == [
+        ("tfx-dag/gate", {"run_id": "run-42"}),
+        ("exit", {"run_id": "run-42"}),
+    ]
+    with pytest.raises(ValueError, match="no value for pipeline parameter 'dxpipe_run_id'"):
+        Recorder(spec).run("r")
+    # A nested task sees only what its DAG was given, not the root's parameters.
+    del spec["root"]["dag"]["tasks"]["tfx-dag"]["inputs"]["parameters"]
+    with pytest.raises(ValueError, match="not an input of the enclosing DAG"):
+        Recorder(spec).run("r", {"dxpipe_run_id": "run-42"})

@@ -141,7 +141,7 @@ def first_run(image, default_cfg, volumes, mlflow_server, tmp_path_factory):
     materialize(default_cfg.data, volumes["data"] / "wdbc")
     spec = _compile(default_cfg, tmp_path_factory.mktemp("spec-1") / "wdbc.yaml")
     started = time.monotonic()
-    results = _driver(spec, volumes, mlflow_server).run("run-1")
+    results = _driver(spec, volumes, mlflow_server).run("run-1", {"dxpipe_run_id": "run-1"})
     TIMINGS["first run"] = time.monotonic() - started
     yield spec, results
     # The figures BENCHMARKS.md records: whole-DAG wall times and each task's.
@@ -166,8 +166,10 @@ def test_every_command_and_module_in_the_spec_exists_in_the_image(image, default
                 checks.add(("module", command[2]))
         args = container["args"]
         checks.add(("class", args[args.index("--executor_class_path") + 1]))
-    for task in spec["root"]["dag"]["tasks"].values():
+    for task in (task for dag in dags(spec) for task in dag["tasks"].values()):
         for key, value in task.get("inputs", {}).get("parameters", {}).items():
+            if "runtimeValue" not in value:
+                continue  # a DAG input (`dxpipe_run_id`) or a task's final status: no path in it
             constant = value["runtimeValue"]["constant"]
             if key.endswith("_fn"):
                 checks.add(("class", constant))  # a function by dotted path (the Trainer's run_fn)
@@ -235,7 +237,7 @@ def test_second_run_compares_against_the_first_as_its_baseline(
     champion = _task(first, "Trainer").outputs["model"][0]["uri"]
     spec = _compile(default_cfg, tmp_path / "wdbc.yaml", baseline=champion)
     started = time.monotonic()
-    results = _driver(spec, volumes, mlflow_server).run("run-2")
+    results = _driver(spec, volumes, mlflow_server).run("run-2", {"dxpipe_run_id": "run-2"})
     TIMINGS["second run"] = time.monotonic() - started
     assert _task(results, IMPORTER_TASK).outputs["artifact"][0]["uri"] == champion
     evaluator = _task(results, "Evaluator")
@@ -265,7 +267,7 @@ def test_bad_csv_stops_at_the_data_gate(image, default_cfg, volumes, mlflow_serv
     before = sorted(p.name for p in (volumes["serving"] / "wdbc-staging").iterdir())
     report = r"(?s)task (\S+/)?DataGate exited.*mean_radius.*expected float, between 0"
     with pytest.raises(PipelineFailed, match=report) as failed:
-        _driver(spec, volumes, mlflow_server, data="bad-data").run("run-bad")
+        _driver(spec, volumes, mlflow_server, data="bad-data").run("run-bad", {"dxpipe_run_id": "run-bad"})
     states = {name.rsplit("/", 1)[-1]: r.state for name, r in failed.value.results.items()}
     assert states["DataGate"] == "FAILED"
     assert states["Trainer"] == states["Evaluator"] == states["ServingPusher"] == "NOT_RUN"

@@ -35,6 +35,11 @@ CHAMPION = "/mnt/p/dxpipe-wdbc/run-1/Trainer/model"
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _dag_tasks(spec: dict) -> dict:
+    """The pipeline's tasks: with the exit handler, TFX nests them in the `tfx-dag` sub-DAG."""
+    return spec["components"]["tfx-dag"]["dag"]["tasks"]
+
+
 def _normalise(text: str) -> str:
     # The Trainer's cache key carries a digest of models/*.py; it changes with every model edit.
     return re.sub(r'(code_digest\\?"\s*:\s*\\?")[0-9a-f]+', r"\1<digest>", text)
@@ -79,7 +84,7 @@ def test_kfp_sdk_loads_the_yaml(compiled):
     from kfp import components
 
     component = components.load_component_from_file(str(compiled))
-    tasks = component.pipeline_spec.root.dag.tasks
+    tasks = component.pipeline_spec.components["tfx-dag"].dag.tasks
     assert component.name == "dxpipe-wdbc"
     assert set(tasks) >= {"CsvExampleGen", "DataGate", "Trainer", "Evaluator", "ServingPusher"}
 
@@ -91,9 +96,10 @@ def test_job_json_carries_the_same_spec(compiled, spec):
 
 
 def test_wiring_survives_compilation(spec):
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _dag_tasks(spec)
     assert "DataGate" in tasks["Trainer"]["dependentTasks"]  # nothing trains on rejected data
-    assert "blessed" in tasks["ServingPusher"]["triggerPolicy"]["condition"]  # push only when blessed
+    # Push only what the registry gate passed (its policy requires the Evaluator's blessing).
+    assert "_RegistryGate.verdict" in tasks["ServingPusher"]["triggerPolicy"]["condition"]
     assert all(
         c["container"]["image"] == TARGET.image
         for c in spec["deploymentSpec"]["executors"].values()
@@ -114,9 +120,9 @@ def test_parameters_are_declared_the_modern_way(spec):
     legacy = [(name, key) for name, key, definition in declared if "type" in definition]
     assert not legacy, f"legacy `type` declarations (no parameterType): {legacy}"
     assert all("parameterType" in definition for _, _, definition in declared)
-    for task in spec["root"]["dag"]["tasks"].values():
+    for task in [*_dag_tasks(spec).values(), *spec["root"]["dag"]["tasks"].values()]:
         for value in task.get("inputs", {}).get("parameters", {}).values():
-            assert "constantValue" not in value["runtimeValue"], "legacy constantValue form"
+            assert "constantValue" not in value.get("runtimeValue", {}), "legacy constantValue form"
 
 
 def test_every_container_passes_the_inputs_spec_flag(spec):
@@ -134,14 +140,14 @@ def test_every_container_passes_the_inputs_spec_flag(spec):
 def test_no_resolver_nodes_and_no_baseline_without_a_champion(spec):
     executors = spec["deploymentSpec"]["executors"].values()
     assert not [e for e in executors if "resolver" in e], "open-source KFP refuses resolver nodes"
-    evaluator = spec["root"]["dag"]["tasks"]["Evaluator"]
+    evaluator = _dag_tasks(spec)["Evaluator"]
     assert "baseline_model" not in evaluator["inputs"]["artifacts"]
     assert spec["components"]["Evaluator"]["inputDefinitions"]["artifacts"]["baseline_model"]["isOptional"]
-    assert IMPORTER_TASK not in spec["root"]["dag"]["tasks"]
+    assert IMPORTER_TASK not in _dag_tasks(spec)
 
 
 def test_champion_is_imported_as_the_baseline(with_champion):
-    tasks = with_champion["root"]["dag"]["tasks"]
+    tasks = _dag_tasks(with_champion)
     importer = tasks[IMPORTER_TASK]
     assert importer["inputs"]["parameters"]["uri"]["runtimeValue"]["constant"] == CHAMPION
     executor = with_champion["deploymentSpec"]["executors"][f"{IMPORTER_TASK}_executor"]["importer"]
@@ -157,12 +163,16 @@ def test_champion_is_imported_as_the_baseline(with_champion):
 
 
 def test_condition_names_an_input_the_task_declares(spec):
-    pusher = spec["root"]["dag"]["tasks"]["ServingPusher"]
+    pusher = _dag_tasks(spec)["ServingPusher"]
     keys = re.findall(r"inputs\.artifacts\['([^']+)'\]", pusher["triggerPolicy"]["condition"])
-    assert keys == ["model_blessing"]
-    assert (
-        pusher["inputs"]["artifacts"]["model_blessing"]["taskOutputArtifact"]["producerTask"] == "Evaluator"
-    )
+    # The registry gate's verdict, an input the task and its component declare.
+    assert keys == ["_RegistryGate.verdict"]
+    assert pusher["inputs"]["artifacts"]["_RegistryGate.verdict"]["taskOutputArtifact"] == {
+        "producerTask": "RegistryGate",
+        "outputArtifactKey": "verdict",
+    }
+    declared = spec["components"][pusher["componentRef"]["name"]]["inputDefinitions"]["artifacts"]
+    assert "_RegistryGate.verdict" in declared
 
 
 def _tiny_spec(consumer_schema: str = "title: tfx.Model\ntype: object\n") -> dict:
@@ -262,7 +272,7 @@ def _entrypoint(args: list[str], executor_input: dict) -> subprocess.CompletedPr
 
 def _schema_gen_input(spec: dict, out: Path) -> dict:
     """ImportSchemaGen's executor input as KFP's launcher builds it: parameters only in parameterValues."""
-    task = spec["root"]["dag"]["tasks"]["ImportSchemaGen"]
+    task = _dag_tasks(spec)["ImportSchemaGen"]
     values = {k: v["runtimeValue"]["constant"] for k, v in task["inputs"]["parameters"].items()}
     # The image holds the repository at IMAGE_PROJECT_ROOT; here it is this checkout.
     values["schema_file"] = values["schema_file"].replace(IMAGE_PROJECT_ROOT, str(REPO))

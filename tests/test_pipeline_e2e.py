@@ -44,10 +44,27 @@ def test_every_component_executed_and_the_model_was_blessed(first_run):
     assert set(outputs.execution_states) == UPSTREAM | {
         "baseline_resolver",
         "Evaluator",
+        "RegistryGate",
         "ServingPusher",
     }
     assert all(state == "COMPLETE" for state in outputs.execution_states.values()), outputs.execution_states
     assert outputs.blessed is True and outputs.baseline_model_uri is None
+
+
+def test_registry_gate_node_tracks_registers_and_gates_in_its_own_run(first_run):
+    """Unbound (as on Kubeflow), the RegistryGate node opens, fills and ends the MLflow run itself."""
+    from mlflow import MlflowClient
+
+    cfg, _, outputs = first_run
+    client = MlflowClient(f"sqlite:///{Path(cfg.workdir).absolute() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(cfg.pipeline_name)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["tfx.run_id"] == outputs.tfx_run_id
+    assert run.data.metrics["test/Overall/auc"] >= 0.99 and "train/loss" in run.data.metrics
+    assert json.loads(run.data.tags["mlmd.execution_ids"])["Evaluator"] > 0
+    version = client.get_model_version(cfg.model_name, "1")
+    assert version.tags["gate"] == "passed" and version.run_id == run.info.run_id
+    assert version.tags["tfx.model_uri"] == outputs.model_uri
 
 
 def test_test_split_meets_the_published_bar(first_run):
@@ -127,10 +144,13 @@ def test_rerun_hits_the_cache_and_pushes_no_duplicate(first_run):
     local_runner.run_pipeline(cfg)
     second = _outputs(cfg)
     assert second.tfx_run_id != first.tfx_run_id
-    # Every executor is cached, the Evaluator and the Pusher included: the baseline resolver skips the
-    # candidate itself (blessed by the first run), so the Evaluator sees the same inputs as before.
-    executors = UPSTREAM | {"Evaluator", "ServingPusher"}
+    # Every executor up to the Evaluator is cached: the baseline resolver skips the candidate itself
+    # (blessed by the first run), so the Evaluator sees the same inputs as before. The registry gate
+    # decides again (the registry is state outside TFX's cache key) and finds the same version; the
+    # push it guards re-runs and finds the same model already published.
+    executors = UPSTREAM | {"Evaluator"}
     assert {n for n, s in second.execution_states.items() if s == "CACHED"} >= executors
+    assert second.execution_states["RegistryGate"] == "COMPLETE"
     assert second.model_uri == first.model_uri and second.baseline_model_uri is None
     assert len(list_versions(cfg.staging_base_path)) == 1
 
@@ -172,6 +192,8 @@ def test_useless_model_is_not_blessed_nor_pushed(first_run):
     assert outputs.blessed is False and outputs.baseline_model_uri is not None
     failures = "\n".join(load_failed_thresholds(outputs.evaluation_uri))
     assert "auc" in failures and "binary_accuracy" in failures
-    # The Cond on the blessing skips the Pusher entirely: no execution is even registered.
+    # The registry gate registers the failing version with its reasons; the Cond on its verdict skips
+    # the Pusher entirely: no execution is even registered.
+    assert outputs.execution_states["RegistryGate"] == "COMPLETE"
     assert "ServingPusher" not in outputs.execution_states
     assert list_versions(cfg.staging_base_path) == versions

@@ -78,6 +78,11 @@ def test_run_is_tracked_registered_and_gated(first, client, workdir):
     assert version.tags["gate.compared_with"] == "none (no champion yet)"
     staging = list_versions(workdir / "serving" / "wdbc-staging")
     assert len(staging) == 1 and not (workdir / "serving" / "wdbc" / "1").exists()
+    # The push follows the registry gate's verdict; its outcome is recorded on the same run.
+    run = client.get_run(run.info.run_id)
+    assert run.data.tags["tfx.pushed"] == "true" and run.data.tags["serving.staging_version"] == str(
+        staging[0]
+    )
 
 
 def as_os_user(monkeypatch, name: str) -> None:
@@ -120,12 +125,16 @@ def test_second_person_approves_into_production(first, capsys, workdir, client, 
 
 def test_rerun_of_the_champion_registers_nothing_new(first, capsys, workdir, client, tmp_path):
     config = write_config(tmp_path / "same.yaml", workdir)
+    staged = list_versions(workdir / "serving" / "wdbc-staging")
     code, out, _ = _dxpipe(capsys, "run", "--config", str(config))
     assert code == 0, out
     assert "the same model as 'wdbc' version 1 (candidate, champion)" in out, out
     # The champion is this run's candidate, so it is not its own baseline: nothing is re-evaluated.
     cached = next(line for line in out.splitlines() if line.strip().startswith("cached:"))
-    assert "Evaluator" in cached and "ServingPusher" in cached and "Trainer" in cached, cached
+    assert "Evaluator" in cached and "Trainer" in cached, cached
+    # The registry gate decides again (never from the cache) and finds version 1; the push it guards
+    # finds that model already in staging.
+    assert "RegistryGate" not in cached and list_versions(workdir / "serving" / "wdbc-staging") == staged
     assert [str(v.version) for v in client.search_model_versions("name='wdbc'")] == ["1"]
     assert list_versions(workdir / "serving" / "wdbc") == [1]
 
