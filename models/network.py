@@ -13,7 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.calibration import Calibration
 from models.features import Feature, parse_examples
+from models.operating_point import served_outputs, write_record
 
 # Signature names. `serving_default` takes named raw features (plain JSON rows over REST); the other two
 # take serialized tf.Examples: `from_examples` for TFMA and batch scoring, `classification` in the shape
@@ -112,6 +114,13 @@ class _KerasParts:
     classifier: keras.Model
 
 
+@dataclasses.dataclass(frozen=True)
+class _Fixed:
+    """A plain Python value that tf.Module's attribute tracking passes over (it is not saved as state)."""
+
+    value: object
+
+
 class DiagnosticModel(tf.Module):
     """What is saved: preprocessing + classifier behind three serving signatures.
 
@@ -125,13 +134,34 @@ class DiagnosticModel(tf.Module):
     """
 
     def __init__(
-        self, preprocess: Preprocess, classifier: keras.Model, features: list[Feature], threshold: float
+        self,
+        preprocess: Preprocess,
+        classifier: keras.Model,
+        features: list[Feature],
+        threshold: float,
     ):
         super().__init__(name="diagnostic_model")
         self._keras = _KerasParts(preprocess, classifier)
         self.weights = [w.value for w in (*preprocess.weights, *classifier.weights)]
         self._features = features
+        # Recalibration is fixed at export (constants in the graph): Python state, not a tracked variable.
+        self._calibration = _Fixed(Calibration())
+        self._record = _Fixed(None)
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32, name="operating_threshold")
+
+    def lock(self, calibration: Calibration, record: dict) -> None:
+        """Locks what was fitted on the eval split: the recalibration, the threshold and their record.
+
+        Call before `save`: the signatures are traced there, with the recalibration built in.
+        """
+        self._calibration = _Fixed(calibration)
+        self.threshold.assign(record["threshold"])
+        self._record = _Fixed(record)
+
+    @property
+    def features(self) -> list[Feature]:
+        """The model's inputs."""
+        return self._features
 
     @property
     def preprocess(self) -> Preprocess:
@@ -143,13 +173,14 @@ class DiagnosticModel(tf.Module):
         """The trained dense part."""
         return self._keras.classifier
 
+    def classifier_probability(self, raw: dict) -> tf.Tensor:
+        """The classifier's own [batch] probabilities, before recalibration (what calibration is fitted on)."""
+        return tf.reshape(self.classifier(self.preprocess(raw), training=False), [-1])
+
     def predict_raw(self, raw: dict) -> dict:
-        """Returns probability and predicted label for a dict of raw [batch] tensors."""
-        probability = tf.reshape(self.classifier(self.preprocess(raw), training=False), [-1])
-        return {
-            PROBABILITY: probability,
-            PREDICTED_LABEL: tf.cast(probability >= self.threshold, tf.int64),
-        }
+        """Returns the (recalibrated) probability, the decision at the locked threshold, and the threshold."""
+        probability = self._calibration.value.apply_tf(self.classifier_probability(raw))
+        return served_outputs(probability, self.threshold)
 
     def signatures(self) -> dict:
         """Returns the concrete functions to export as signatures."""
@@ -178,5 +209,10 @@ class DiagnosticModel(tf.Module):
         }
 
     def save(self, export_dir: str) -> None:
-        """Writes the SavedModel with its three signatures."""
+        """Writes the SavedModel with its three signatures, and the locked operating point if there is one.
+
+        The record goes in first: a directory holding `saved_model.pb` never lacks its operating point.
+        """
+        if self._record.value is not None:
+            write_record(export_dir, self._record.value)
         tf.saved_model.save(self, export_dir, signatures=self.signatures())

@@ -18,6 +18,7 @@ import tensorflow as tf
 from models.features import LABEL, Feature, features_from_schema, load_schema, parse_examples
 from models.hparams import TrainingConfig
 from models.network import DiagnosticModel, Preprocess, build_classifier, fit_statistics
+from models.operating_point import OperatingPointSpec, fit_operating_point
 from schemas.files import SCHEMA_ASSET
 
 HISTORY_FILE = "training_history.json"
@@ -31,11 +32,13 @@ class TrainResult:
         model: The exportable model.
         history: Per-epoch metrics (`loss`, `auc`, `val_loss`, `val_auc`, ...).
         best_epoch: 1-based epoch whose weights were kept (lowest eval loss).
+        operating_point: The locked operating point (`dxpipe_operating_point.json`'s content).
     """
 
     model: DiagnosticModel
     history: dict[str, list[float]]
     best_epoch: int
+    operating_point: dict
 
 
 def read_split(file_patterns: list[str], features: list[Feature]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -60,8 +63,13 @@ def train(
     eval_raw: dict[str, np.ndarray],
     eval_labels: np.ndarray,
     cfg: TrainingConfig,
+    operating_point: OperatingPointSpec | None = None,
+    calibration: str = "none",
 ) -> TrainResult:
-    """Fits the classifier; the eval split only picks the epoch (early stopping), it never gates.
+    """Fits the classifier, then locks its operating point; the eval split steers, it never gates.
+
+    The eval split picks the epoch (early stopping), fits the optional recalibration and chooses the
+    threshold (`models.operating_point`); the test split, which gates, is never seen here.
 
     Args:
         features: Model features from the schema.
@@ -70,9 +78,15 @@ def train(
         eval_raw: Eval-split features.
         eval_labels: Eval-split labels.
         cfg: Hyperparameters.
+        operating_point: How the threshold is chosen; None keeps `cfg.operating_threshold` fixed.
+        calibration: `none`, `platt` or `temperature`, fitted on the eval split.
 
     Returns:
-        The trained model and its history.
+        The trained model (operating point locked), its history and the operating point's record.
+
+    Raises:
+        OperatingPointError: The eval split cannot support the target (no row of the class it needs).
+        CalibrationError: A fitted calibration on an eval split without both classes.
     """
     keras.utils.set_random_seed(cfg.seed)
     if cfg.shuffle_labels:
@@ -85,8 +99,13 @@ def train(
     x_eval = preprocess(eval_raw).numpy()
     classifier, history = fit_classifier(x_train, train_labels, x_eval, eval_labels, cfg)
     best_epoch = int(np.argmin(history["val_loss"])) + 1
+    spec = operating_point or OperatingPointSpec(fixed=cfg.operating_threshold)
     model = DiagnosticModel(preprocess, classifier, features, cfg.operating_threshold)
-    return TrainResult(model, history, best_epoch)
+    fitted, record = fit_operating_point(
+        model.classifier_probability(eval_raw).numpy(), eval_labels, spec, calibration
+    )
+    model.lock(fitted, record)
+    return TrainResult(model, history, best_epoch, record)
 
 
 def fit_classifier(
@@ -130,7 +149,8 @@ def run_fn(fn_args: Any) -> None:
 
     Args:
         fn_args: TFX FnArgs: `train_files`, `eval_files`, `schema_path`, `serving_model_dir` and
-            `custom_config` (`{"training": {...TrainingConfig fields...}}`).
+            `custom_config` (`{"training": {...TrainingConfig fields...}, "operating_point": {...},
+            "calibration": str}`; without `operating_point`, `training.operating_threshold` is fixed).
     """
     training = dict(fn_args.custom_config["training"])
     training["hidden_units"] = tuple(training.get("hidden_units", ()))
@@ -138,7 +158,18 @@ def run_fn(fn_args: Any) -> None:
     features = features_from_schema(load_schema(fn_args.schema_path))
     train_raw, train_labels = read_split(fn_args.train_files, features)
     eval_raw, eval_labels = read_split(fn_args.eval_files, features)
-    result = train(features, train_raw, train_labels, eval_raw, eval_labels, cfg)
+    result = train(
+        features,
+        train_raw,
+        train_labels,
+        eval_raw,
+        eval_labels,
+        cfg,
+        OperatingPointSpec.from_dict(
+            fn_args.custom_config.get("operating_point") or {"fixed": cfg.operating_threshold}
+        ),
+        fn_args.custom_config.get("calibration", "none"),
+    )
     result.model.save(fn_args.serving_model_dir)
     # The curated schema travels with the model as its input contract: `dxpipe serve` then refuses at the
     # endpoint what the data gate refused in training (missing, unknown, out-of-domain or non-finite values).
@@ -150,6 +181,9 @@ def run_fn(fn_args: Any) -> None:
         "best_epoch": result.best_epoch,
         "train_examples": len(train_labels),
         "eval_examples": len(eval_labels),
+        "operating_point": result.operating_point,
+        # The locked threshold as a scalar too: MLflow then shows it as the run's `train/operating_threshold`.
+        "operating_threshold": result.operating_point["threshold"],
     }
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir), HISTORY_FILE), "w") as f:
         json.dump(summary, f)

@@ -105,6 +105,16 @@ def _print_summary(cfg, result, wall: float) -> None:
             f"\nTest split ({cfg.data.positive_class} = 1, threshold {cfg.data.training.operating_threshold}):"
         )
         print(report.format_metrics_table(metrics))
+    if outputs.model_uri:
+        from models.operating_point import OperatingPointError, read_record
+
+        try:
+            record = read_record(os.path.join(outputs.model_uri, "Format-Serving"))
+        except OperatingPointError as exc:
+            print(f"Operating point: unreadable: {exc}")
+        else:
+            if record is not None:
+                print(report.describe_operating_point(record))
     clinical = _clinical_lines(outputs)
     if clinical:
         print("\n" + "\n".join(clinical))

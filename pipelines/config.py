@@ -33,8 +33,10 @@ from pydantic.dataclasses import dataclass
 
 from components.clinical_eval.core import ClinicalSettings
 from components.registry_gate.core import GatePolicy
+from models.calibration import CALIBRATIONS
 from models.hparams import TrainingConfig
 from models.image.hparams import IMAGE_FORMATS, CnnConfig
+from models.operating_point import OperatingPointSpec
 from pipelines import beam_options
 from pipelines.config_errors import config_error, did_you_mean
 from pipelines.errors import ConfigError
@@ -243,6 +245,11 @@ class ImageConfig:
     model: CnnConfig = dataclasses.field(default_factory=CnnConfig)
 
 
+# Screening's default: miss at most 1 in 20 diseased patients on the eval split, then be as specific as
+# that allows. A dataset may set a specificity target or a fixed threshold instead.
+SCREENING_OPERATING_POINT = OperatingPointSpec(target="sensitivity", value=0.95)
+
+
 @dataclass(frozen=True, config=SECTION)
 class ModelCardConfig:
     """What the model card says about use, written by people (the rest of the card is computed).
@@ -297,6 +304,13 @@ class DatasetConfig:
         clinical: The clinical evaluation's settings (`components.clinical_eval.core.ClinicalSettings`):
             the top-level `clinical:` merged the same way.
         model_card: Intended use and limitations for the model card attached at registration.
+        operating_point: How the Trainer locks the decision threshold on the eval split:
+            `{target: sensitivity, value: 0.95}` (the default for tables: screening), `{target:
+            specificity, value: 0.9}` or `{fixed: 0.5}` (`models.operating_point`); image datasets default
+            to `{fixed: training.operating_threshold}`. The threshold, the decision and the probability
+            are built into the exported signatures.
+        calibration: Recalibration fitted on the eval split and built into the served probabilities:
+            `none`, `platt` or `temperature` (`models.calibration`).
     """
 
     source: SourceConfig
@@ -319,8 +333,19 @@ class DatasetConfig:
     kind: Literal["table", "image"] = "table"
     image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
     model_card: ModelCardConfig = dataclasses.field(default_factory=ModelCardConfig)
+    operating_point: OperatingPointSpec | None = None
+    calibration: Literal[CALIBRATIONS] = "none"
 
     def __post_init__(self):
+        if self.operating_point is None:
+            # Images keep their configured fixed threshold unless they set a target: their gates were
+            # tuned at it (balanced class weights make 0.5 prevalence-independent, models/image/trainer.py).
+            default = (
+                OperatingPointSpec(fixed=self.training.operating_threshold)
+                if self.kind == "image"
+                else SCREENING_OPERATING_POINT
+            )
+            object.__setattr__(self, "operating_point", default)
         if (self.kind == "image") != (self.source.kind == "medmnist"):
             raise ConfigError(
                 f"a dataset of kind {self.kind!r} cannot read source.kind {self.source.kind!r}; image datasets "

@@ -34,9 +34,17 @@ def _path(loc: tuple) -> str:
 
 def _unwrap(tp: Any) -> Any:
     """Strips `Annotated[...]` (the strictness and range metadata) down to the declared type."""
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
+    while True:
+        if typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+            # An optional section (`X | None`) lists the keys of X.
+            rest = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+            if len(rest) != 1:
+                return tp
+            tp = rest[0]
+        else:
+            return tp
 
 
 def type_at(root: type, loc: tuple) -> Any:

@@ -299,6 +299,35 @@ def _write_if_changed(target: Path, text: str) -> None:
     tmp.replace(target)
 
 
+def _check_eval_supports_operating_point(data: DatasetConfig, table: Table, assignment: list[str]) -> None:
+    """Refuses, before anything runs, an eval split the Trainer could not choose a threshold on.
+
+    The Trainer chooses the threshold (and fits any recalibration) on the eval split: a sensitivity target
+    needs a positive there, a specificity target a negative, a recalibration both. Checked here, so the
+    user gets the counts and the fixes instead of a failed Trainer.
+
+    Raises:
+        DataError: The eval split lacks the class the operating point or the calibration needs.
+    """
+    label = table.columns.index(LABEL)
+    values = [row[label] for row, split in zip(table.rows, assignment, strict=True) if split == "eval"]
+    positives, negatives = values.count("1"), values.count("0")
+    spec = data.operating_point
+    needs = []
+    if spec.target == "sensitivity" and not positives:
+        needs.append(f"operating_point target sensitivity needs a positive ({data.positive_class})")
+    if spec.target == "specificity" and not negatives:
+        needs.append("operating_point target specificity needs a negative")
+    if data.calibration != "none" and not (positives and negatives):
+        needs.append(f"calibration {data.calibration} needs both classes")
+    if needs:
+        raise DataError(
+            f"{table.origin}: the eval split has {len(values)} rows, {positives} positive and {negatives} "
+            f"negative; {'; '.join(needs)}. Add rows, give the eval split more buckets (split.eval), or "
+            "use operating_point: {fixed: <threshold>} and calibration: none."
+        )
+
+
 def materialize(data: DatasetConfig, directory: Path) -> Prepared:
     """Writes `<directory>/<split>/data.csv` for each split and `<directory>/rows.json`.
 
@@ -321,6 +350,7 @@ def materialize(data: DatasetConfig, directory: Path) -> Prepared:
             f"{table.origin}: the {', '.join(empty)} split would be empty ({len(table.rows)} rows, sizes "
             f"{sizes}); add rows, or with split.group_by check that there are more than a few groups."
         )
+    _check_eval_supports_operating_point(data, table, assignment)
     directory.mkdir(parents=True, exist_ok=True)
     allowed = {*SPLITS, ROWS_FILE}
     # Ours to remove: the single CSV older versions wrote, and temporary files a killed run left behind.

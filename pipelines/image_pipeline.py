@@ -77,6 +77,8 @@ def image_nodes(
         custom_config={
             "model": dataclasses.asdict(image.model),
             "operating_threshold": data.training.operating_threshold,
+            "operating_point": data.operating_point.to_dict(),
+            "calibration": data.calibration,
             "seed": data.training.seed,
             "code_digest": code_digest,
         },

@@ -19,6 +19,8 @@ Kubeflow runner binds the handler.
 # No `from __future__ import annotations`: TFX's @component reads the real type hints.
 import dataclasses
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from tfx.dsl.component.experimental.annotations import Parameter
 from tfx.orchestration.kubeflow.decorators import exit_handler
@@ -45,18 +47,29 @@ class FinalStatus:
     job: str
 
 
-def parse_final_status(text: str) -> FinalStatus:
-    """Reads KFP's `PipelineTaskFinalStatus` JSON (pure).
+def parse_final_status(text: Any) -> FinalStatus:
+    """Reads KFP's `PipelineTaskFinalStatus` (pure).
+
+    Args:
+        text: The status as JSON text, a mapping, or the protobuf `Struct` TFX's v2 entrypoint hands a
+            struct-valued parameter over as.
 
     Raises:
-        DxpipeError: If the text is not that JSON object (names what was received).
+        DxpipeError: If it is not that object (names what was received).
     """
-    try:
-        status = json.loads(text)
-    except (TypeError, ValueError) as exc:
-        raise DxpipeError(f"the exit handler's final_status is not JSON: {text[:200]!r}") from exc
+    if hasattr(text, "DESCRIPTOR"):  # a protobuf message (Struct)
+        from google.protobuf import json_format
+
+        text = json_format.MessageToDict(text)
+    if isinstance(text, Mapping):
+        status = dict(text)
+    else:
+        try:
+            status = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise DxpipeError(f"the exit handler's final_status is not JSON: {str(text)[:200]!r}") from exc
     if not isinstance(status, dict) or not isinstance(status.get("state"), str):
-        raise DxpipeError(f"the exit handler's final_status has no 'state': {text[:200]!r}")
+        raise DxpipeError(f"the exit handler's final_status has no 'state': {str(text)[:200]!r}")
     state = status["state"].upper()
     error = status.get("error") or {}
     lines = str(error.get("message", "")).strip().splitlines() if isinstance(error, dict) else []

@@ -35,7 +35,7 @@ _WANTED = {
     ("Examples", "examples", True): "examples_uri",
     ("PushedModel", "pushed_model", True): "pushed_model_uri",
     ("Model", "baseline_model", False): "baseline_model_uri",
-    ("dxpipe.ClinicalEvaluation", "clinical_evaluation", True): "clinical_uri",
+    ("components.ClinicalEvaluation", "clinical_evaluation", True): "clinical_uri",
 }
 
 

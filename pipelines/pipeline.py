@@ -437,7 +437,12 @@ def create_pipeline(
         run_fn=TRAINER_RUN_FN,
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        custom_config={"training": dataclasses.asdict(data.training), "code_digest": models_code_digest()},
+        custom_config={
+            "training": dataclasses.asdict(data.training),
+            "operating_point": data.operating_point.to_dict(),
+            "calibration": data.calibration,
+            "code_digest": models_code_digest(),
+        },
     )
     # Nothing is trained on data the gate rejected.
     trainer.add_upstream_node(data_gate)

@@ -68,3 +68,29 @@ def format_metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
             )
         lines.append(f"  {label:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def describe_operating_point(record: Mapping) -> str:
+    """One line for the run summary: the threshold the Trainer locked, for what, and how it did on eval.
+
+    Args:
+        record: The export's `dxpipe_operating_point.json` (`models.operating_point.operating_point_record`).
+    """
+    target = record.get("target") or {}
+    if "fixed" in target:
+        aim = "fixed in the config"
+    else:
+        aim = f"locked on the eval split for {target.get('metric')} >= {target.get('value')}"
+    ev = record.get("eval") or {}
+
+    def rate(name: str) -> str:
+        value = ev.get(name)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    calibration = (record.get("calibration") or {}).get("method", "none")
+    recalibrated = "" if calibration == "none" else f", {calibration} recalibration"
+    return (
+        f"Operating point: threshold {record['threshold']:.4f} {aim}{recalibrated} "
+        f"(eval: {ev.get('n')} rows, {ev.get('positives')} positive; sensitivity {rate('sensitivity')}, "
+        f"specificity {rate('specificity')}). Served as `decision` with the probability."
+    )

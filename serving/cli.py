@@ -211,6 +211,10 @@ def run_predict(args: argparse.Namespace) -> int:
         nulls = client.last_headers.get(CONTRACT_HEADER) == "schema"
         for chunk in _chunks(_csv_instances(args.csv, inputs, nulls), args.batch_size):
             for prediction in client.predict(args.model, chunk, signature_name=args.signature_name or None):
+                # A dxpipe model answers its decision and threshold per row; the version that made them
+                # is named once per answer, and repeated on each line so every line stands on its own.
+                if client.last_model_version is not None and isinstance(prediction, dict):
+                    prediction = {**prediction, "model_version": client.last_model_version}
                 _print_json(prediction)
         return 0
     try:

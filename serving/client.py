@@ -61,6 +61,8 @@ class ServingClient:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.last_headers: Mapping[str, str] = {}  # of the last answer
+        # The version a dxpipe model's last :predict answer names (its locked threshold decided), or None.
+        self.last_model_version: str | None = None
 
     def _model_path(self, model: str, version: int | None, label: str | None) -> str:
         if version is not None and label is not None:
@@ -149,6 +151,7 @@ class ServingClient:
         if signature_name:
             body["signature_name"] = signature_name
         result = self._call("POST", self._model_path(model, version, label) + ":predict", body)
+        self.last_model_version = result.get("model_version")
         return result["predictions"] if instances is not None else result["outputs"]
 
     def classify(

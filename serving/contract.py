@@ -5,6 +5,8 @@ The Trainer exports, and `dxpipe serve` / TF Serving serve, SavedModels with thr
 * `serving_default`: one input per feature, named by the feature (numeric DT_FLOAT [-1], categorical
   DT_STRING [-1]) -> `probability` DT_FLOAT [-1] and `predicted_label` DT_INT64 [-1];
 * `from_examples`: `examples` DT_STRING [-1] (serialized tf.Example) -> the same two outputs;
+* an export with a locked operating point (`assets.extra/dxpipe_operating_point.json`, written by the
+  Trainer) adds `decision` DT_INT64 [-1] and `threshold` DT_FLOAT [-1] to both;
 * `classification`: `inputs` DT_STRING [-1] -> `classes` DT_STRING [-1, 2] and `scores` DT_FLOAT [-1, 2]
   (usable with `:classify`).
 
@@ -23,16 +25,23 @@ FROM_EXAMPLES = "from_examples"
 CLASSIFICATION = "classification"
 PROBABILITY = "probability"
 PREDICTED_LABEL = "predicted_label"
+DECISION = "decision"
+THRESHOLD = "threshold"
 DEFAULT_CLASS_NAMES = ("benign", "malignant")
 
 
 def expected_signatures(
-    numeric: Sequence[str], categorical: Sequence[str]
+    numeric: Sequence[str], categorical: Sequence[str], operating_point: bool = False
 ) -> dict[str, tuple[dict[str, tuple[int, tuple[int, ...]]], dict[str, tuple[int, tuple[int, ...]]]]]:
-    """The contract as {signature: (inputs, outputs)}, each {alias: (dtype, shape)}."""
+    """The contract as {signature: (inputs, outputs)}, each {alias: (dtype, shape)}.
+
+    `operating_point` adds the outputs of an export with a locked operating point.
+    """
     features = {n: (tensors.DT_FLOAT, (-1,)) for n in numeric}
     features.update({c: (tensors.DT_STRING, (-1,)) for c in categorical})
     outputs = {PROBABILITY: (tensors.DT_FLOAT, (-1,)), PREDICTED_LABEL: (tensors.DT_INT64, (-1,))}
+    if operating_point:
+        outputs.update({DECISION: (tensors.DT_INT64, (-1,)), THRESHOLD: (tensors.DT_FLOAT, (-1,))})
     return {
         SERVING_DEFAULT: (features, outputs),
         FROM_EXAMPLES: ({"examples": (tensors.DT_STRING, (-1,))}, outputs),
@@ -44,11 +53,18 @@ def expected_signatures(
 
 
 def contract_problems(
-    signatures: Mapping[str, tensors.Signature], numeric: Sequence[str], categorical: Sequence[str]
+    signatures: Mapping[str, tensors.Signature],
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    operating_point: bool = False,
 ) -> list[str]:
-    """Every way the signatures differ from the contract (an empty list means they meet it)."""
+    """Every way the signatures differ from the contract (an empty list means they meet it).
+
+    `operating_point` checks the contract of an export with a locked operating point (`decision`,
+    `threshold`).
+    """
     problems = []
-    for key, (inputs, outputs) in expected_signatures(numeric, categorical).items():
+    for key, (inputs, outputs) in expected_signatures(numeric, categorical, operating_point).items():
         signature = signatures.get(key)
         if signature is None:
             problems.append(f"signature {key!r} is missing")

@@ -55,6 +55,16 @@ _CORS_HEADERS = (
 )
 
 
+def with_model_version(body: str, version: int) -> str:
+    """Adds `"model_version": "<n>"` to a predict response object, next to `predictions` or `outputs`.
+
+    Only for dxpipe models (those carrying a locked operating point): their answer then names the version
+    whose threshold made the decision. The version is a string, as TF Serving writes it in `model_spec`
+    (metadata); clients that read only `predictions` or `outputs` are unaffected by the extra key.
+    """
+    return f'{body[:-1]},"model_version":"{int(version)}"}}'
+
+
 def _decode_arg(text: str) -> str:
     # curl_easy_unescape: %XX only, '+' stays; bytes that are not UTF-8 survive as surrogate escapes.
     return urllib.parse.unquote_to_bytes(text).decode("utf-8", "surrogateescape")
@@ -437,6 +447,8 @@ class RestApi:
                 else:
                     try:
                         body = render(future.result())
+                        if route.verb == "predict" and getattr(model, "operating_point", None) is not None:
+                            body = with_model_version(body, model.version)
                     except ApiError as error:
                         response = self._error(request, error, label, model.version, route.verb)
                     else:

@@ -12,6 +12,7 @@ function from Python costs about a millisecond, because it skips the Python-side
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -30,6 +31,9 @@ from serving.input_contract import REFUSE, SCHEMA_ASSET, ContractError, InputCon
 log = logging.getLogger("dxpipe.serving")
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The locked operating point a dxpipe export carries (written by `models.operating_point`; serving reads
+# only the model base path, so it reads the file itself rather than importing model code).
+OPERATING_POINT_ASSET = os.path.join("assets.extra", "dxpipe_operating_point.json")
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 
@@ -91,6 +95,8 @@ class ModelVersion:
         signature_def_map: The `SignatureDefMap` as proto3 JSON (snake_case, defaults printed), for metadata.
         refs: Requests holding this version (event-loop only); an unload waits for zero.
         contract: The input contract the version carries (`assets.extra/dxpipe_schema.pbtxt`), or None.
+        operating_point: The locked operating point a dxpipe export carries
+            (`assets.extra/dxpipe_operating_point.json`), or None (an older or a foreign model).
     """
 
     def __init__(self, name: str, version: int, path: str, session: tf.compat.v1.Session, meta_graph):
@@ -114,6 +120,7 @@ class ModelVersion:
         self.refs = 0
         self.closed = False
         self.contract: InputContract | None = None
+        self.operating_point: dict | None = None
 
     def _callable(self, signature: tensors.Signature, fetches: tuple[str, ...]):
         key = (signature.key, fetches)
@@ -190,6 +197,7 @@ def load_version(name: str, version: int, path: str, options: SessionOptions) ->
     model = ModelVersion(name, version, path, session, meta_graph)
     try:
         model.contract = load_contract(path, options.out_of_domain)
+        model.operating_point = load_operating_point(path)
     except ContractError as exc:
         model.close()
         raise ApiError(Code.INVALID_ARGUMENT, str(exc)) from None
@@ -200,6 +208,31 @@ def load_version(name: str, version: int, path: str, options: SessionOptions) ->
             model.close()
             raise
     return model
+
+
+def load_operating_point(path: str) -> dict | None:
+    """The operating point stored with a version, or None when it carries none (threshold 0.5 then).
+
+    Raises:
+        ContractError: The file exists but is not a JSON object with a numeric threshold: the version
+            would serve decisions nobody can account for, so it is not loaded.
+    """
+    asset = os.path.join(path, OPERATING_POINT_ASSET)
+    try:
+        with open(asset, "rb") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ContractError(f"cannot read {asset}: {exc.strerror}.") from None
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise ContractError(f"{asset} is not JSON ({exc}); re-export the model.") from None
+    threshold = record.get("threshold") if isinstance(record, dict) else None
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ContractError(f"{asset} has no numeric 'threshold'; re-export the model.")
+    return record
 
 
 def load_contract(path: str, out_of_domain: str = REFUSE) -> InputContract | None:

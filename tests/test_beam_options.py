@@ -146,3 +146,26 @@ def test_the_compiled_kubeflow_spec_carries_the_cluster_options(tmp_path, defaul
             args
         )
         assert not any(arg.startswith("--direct_") for arg in args)
+
+
+@pytest.mark.parametrize("command", [["run"], ["compile", "--output", "kfp/wdbc.yaml"]])
+def test_the_installed_cli_reports_a_bad_beam_option_in_one_line(tmp_path, command):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["workdir"] = "work"
+    raw["beam"] = {"runner": "FlinkRunner", "options": {"flink_master": "flink:8081", "paralelism": 4}}
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    dxpipe = str(Path(sys.executable).parent / "dxpipe")
+    done = subprocess.run(
+        [dxpipe, *command, "--config", str(config)], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dxpipe: error: "), done.stderr
+    assert re.search(r"beam.options.paralelism \(value 4\) .*did you mean 'parallelism'", lines[0]), lines[0]
+    assert not (tmp_path / "work").exists() and not (tmp_path / "kfp").exists()  # stopped before anything

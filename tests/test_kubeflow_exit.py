@@ -126,3 +126,17 @@ def test_credentials_never_reach_the_node_parameters(tmp_path):
     assert "s3cret" not in tracking_json(cfg) and json.loads(tracking_json(cfg))["tracking_uri"] is None
     plain = TrackingConfig(workdir=str(tmp_path), tracking_uri="https://mlflow.example.org")
     assert json.loads(tracking_json(plain))["tracking_uri"] == "https://mlflow.example.org"
+
+
+def test_final_status_as_the_entrypoint_hands_it_over():
+    """TFX's v2 entrypoint passes a struct-valued parameter as a protobuf Struct, not as JSON text."""
+    from google.protobuf import struct_pb2
+
+    struct = struct_pb2.Struct()
+    struct.update({"state": "FAILED", "pipelineTaskName": "tfx-dag", "error": {"message": "Trainer FAILED"}})
+    final = parse_final_status(struct)
+    assert (final.mlflow_status, final.reason) == (
+        "FAILED",
+        "Kubeflow pipeline run failed (tfx-dag): Trainer FAILED",
+    )
+    assert parse_final_status({"state": "SUCCEEDED"}).mlflow_status == "FINISHED"

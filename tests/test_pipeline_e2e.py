@@ -7,11 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import tensorflow as tf
 
 from components.clinical_eval.component import locked_threshold
 from components.serving_pusher.core import list_versions
 from models.features import LABEL, features_from_schema, load_schema, parse_examples
+from models.operating_point import OPERATING_POINT_ASSET
+from models.trainer import read_split
 from pipelines import local_runner
 from pipelines.clinical_report import load_clinical
 from pipelines.config import SourceConfig
@@ -19,6 +22,8 @@ from pipelines.data import canonical_csv
 from pipelines.errors import DataGateError
 from pipelines.mlflow_mlmd import collect_outputs
 from pipelines.report import load_failed_thresholds, load_test_metrics
+from serving.config import single_model_config
+from serving.server import ServerOptions, ServerThread
 
 pytestmark = pytest.mark.slow
 UPSTREAM = {"CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Trainer"}
@@ -108,6 +113,53 @@ def test_pushed_version_loads_and_predicts_real_rows(first_run):
     assert np.mean(predicted == labels) > 0.9
     # Only complete version directories are visible: no staging leftovers.
     assert sorted(os.listdir(cfg.staging_base_path)) == [str(versions[0])]
+
+
+def test_the_trainer_locks_its_threshold_on_eval_and_the_server_applies_it(first_run):
+    cfg, _, outputs = first_run
+    pushed = outputs.pushed_destination
+    record = json.loads((Path(pushed) / OPERATING_POINT_ASSET).read_text())
+    assert record["target"] == {"metric": "sensitivity", "value": 0.95} and record["chosen_on"] == "eval"
+    assert record["calibration"] == {"method": "none", "params": {}}
+    # The Trainer's summary (logged to MLflow as `train/operating_threshold`) names the same threshold.
+    summary = json.loads(Path(outputs.training_history_path).read_text())
+    assert summary["operating_point"] == record and summary["operating_threshold"] == record["threshold"]
+    # The pipeline's own eval split (ExampleGen's), run through the pushed export's signature.
+    schema_path = str(Path(cfg.data.schema_dir) / "schema.pbtxt")
+    features = features_from_schema(load_schema(schema_path))
+    eval_files = [str(p) for p in sorted(Path(outputs.examples_uri, "Split-eval").glob("*.gz"))]
+    raw, labels = read_split(eval_files, features)
+    loaded = tf.saved_model.load(pushed)
+    out = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in raw.items()})
+    probability, decision = out["probability"].numpy(), out["decision"].numpy()
+    assert record["eval"]["n"] == len(labels) and record["eval"]["positives"] == int(labels.sum())
+    sensitivity = decision[labels == 1].mean()
+    assert sensitivity >= 0.95 and record["eval"]["sensitivity"] == pytest.approx(sensitivity)
+    threshold = np.float32(record["threshold"])
+    np.testing.assert_array_equal(decision, (probability >= threshold).astype(np.int64))
+    np.testing.assert_array_equal(out["threshold"].numpy(), np.full(len(labels), threshold))
+    # The same rows over real HTTP: the answer carries probability, decision, threshold and the version.
+    options = ServerOptions(
+        models=(single_model_config("wdbc", str(cfg.staging_base_path)),),
+        port=0,
+        file_system_poll_seconds=0,
+        access_log="off",
+    )
+    server = ServerThread(options)
+    try:
+        instances = [{k: float(v[i]) for k, v in raw.items()} for i in range(len(labels))]
+        response = requests.post(
+            server.url + "/v1/models/wdbc:predict", data=json.dumps({"instances": instances}), timeout=60
+        )
+    finally:
+        server.stop()
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == str(outputs.pushed_version or Path(pushed).name)
+    served = body["predictions"]
+    assert [p["decision"] for p in served] == decision.tolist()
+    assert {np.float32(p["threshold"]) for p in served} == {threshold}
+    np.testing.assert_allclose([p["probability"] for p in served], probability, rtol=0, atol=1e-6)
 
 
 def test_rerun_hits_the_cache_and_pushes_no_duplicate(first_run):

@@ -24,7 +24,7 @@ def trained(request, tmp_path_factory, default_cfg):
     data = dataclasses.replace(data, training=dataclasses.replace(data.training, epochs=30))
     cfg = dataclasses.replace(default_cfg, datasets={**default_cfg.datasets, name: data})
     export_dir = tmp_path_factory.mktemp(name) / "model"
-    features, test_ex, _ = _train_and_export(cfg, name, export_dir)
+    features, test_ex, *_ = _train_and_export(cfg, name, export_dir)
     parsed = parse_examples(tf.constant(test_ex), features, with_label=True)
     parsed.pop(LABEL)
     return name, export_dir, features, {k: v.numpy() for k, v in parsed.items()}
@@ -35,7 +35,9 @@ def test_both_variants_match_the_savedmodel_on_every_test_row(trained, tmp_path)
     report = te.export(model, raw, tmp_path / "tflite", latency_runs=20)
     n = len(next(iter(raw.values())))
     assert report.rows == n and report.exported == ("float16", "int8_dynamic")
-    assert report.threshold == 0.5 and "no operating point file" in report.threshold_source
+    # The Trainer locks the threshold on the eval split and records it in the export (models/operating_point).
+    locked = json.loads((model / te.OPERATING_POINT).read_text())["threshold"]
+    assert report.threshold == locked and report.threshold_source.endswith("dxpipe_operating_point.json")
     reference = te.SavedModelRunner(model)(raw)
     for variant in report.variants:
         assert variant.passed and variant.decision_mismatches == 0 and variant.reason == ""
@@ -45,7 +47,7 @@ def test_both_variants_match_the_savedmodel_on_every_test_row(trained, tmp_path)
         # Re-check independently of the report: the written file answers every test row the same way.
         probabilities = te.TFLiteRunner(flatbuffer)(raw)
         assert np.max(np.abs(probabilities - reference)) == pytest.approx(variant.max_abs_diff, abs=1e-9)
-        assert np.array_equal(probabilities >= 0.5, reference >= 0.5)
+        assert np.array_equal(probabilities >= locked, reference >= locked)
         assert variant.latency_ms is not None and variant.latency_ms > 0
     written = json.loads((tmp_path / "tflite" / te.REPORT).read_text())
     assert written["exported"] == ["float16", "int8_dynamic"] and written["rows"] == n
@@ -65,6 +67,10 @@ def test_the_locked_threshold_comes_from_the_operating_point(trained, tmp_path):
     (copy / te.OPERATING_POINT).write_text(json.dumps({"threshold": 7}))
     with pytest.raises(te.TFLiteExportError, match="threshold 7.0 is not a probability"):
         te.export(copy, raw, tmp_path / "again")
+    # An export from before operating points decides at 0.5, and the report says why.
+    (copy / te.OPERATING_POINT).unlink()
+    report = te.export(copy, raw, tmp_path / "older", variants=("float16",), latency_runs=5)
+    assert report.threshold == 0.5 and "no operating point file" in report.threshold_source
 
 
 def _constant_model(features, path, probability: float) -> None:
@@ -94,7 +100,7 @@ def test_a_broken_conversion_is_blocked_and_nothing_is_written(trained, tmp_path
     for variant in report.variants:
         assert not variant.passed and variant.file == "" and variant.latency_ms is None
         assert variant.decision_mismatches > 0 and "exceeds" in variant.reason
-        assert "get a different decision at threshold 0.5" in variant.reason
+        assert f"get a different decision at threshold {report.threshold:g}" in variant.reason
     assert [p.name for p in (tmp_path / "tflite").iterdir()] == [te.REPORT]
 
 

@@ -33,9 +33,13 @@ _BATCH = 512
 
 
 class ClinicalEvaluation(Artifact):
-    """The clinical evaluation of a model on the test split (`clinical_evaluation.json`)."""
+    """The clinical evaluation of a model on the test split (`clinical_evaluation.json`).
 
-    TYPE_NAME = "dxpipe.ClinicalEvaluation"  # <namespace>.<Name>: the form KFP v2 accepts
+    Named by an importable path, as `components.RegistryVerdict` is: TFX's KFP v2 entrypoint imports a
+    custom artifact's class by its type name (`<namespace>.<Class>`, one dot).
+    """
+
+    TYPE_NAME = "components.ClinicalEvaluation"
 
 
 class ClinicalEvaluationError(ValueError):

@@ -35,9 +35,14 @@ RUN_ID_PARAMETER = "dxpipe_run_id"
 
 
 class RegistryVerdict(types.Artifact):
-    """The registry gate's decision on one model: `passed` (0/1), the version, the MLflow run."""
+    """The registry gate's decision on one model: `passed` (0/1), the version, the MLflow run.
 
-    TYPE_NAME = "dxpipe.RegistryVerdict"
+    TFX's KFP v2 entrypoint imports a custom artifact's class by its type name, which the compiler
+    requires to be `<namespace>.<Class>` (one dot): hence `components.RegistryVerdict`, which the
+    `components` package resolves lazily to this class.
+    """
+
+    TYPE_NAME = "components.RegistryVerdict"
 
 
 class RegistryGateSpec(ComponentSpec):

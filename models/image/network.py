@@ -13,7 +13,9 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from models.calibration import Calibration
 from models.image.hparams import CnnConfig
+from models.operating_point import served_outputs, write_record
 
 IMAGE = "image"
 LABEL = "label"
@@ -145,6 +147,13 @@ class _KerasParts:
     cnn: keras.Model
 
 
+@dataclasses.dataclass(frozen=True)
+class _Fixed:
+    """A plain Python value that tf.Module's attribute tracking passes over (it is not saved as state)."""
+
+    value: object
+
+
 class ImageModel(tf.Module):
     """What is saved: in-model decoding + the CNN behind three serving signatures.
 
@@ -157,21 +166,31 @@ class ImageModel(tf.Module):
         self._keras = _KerasParts(cnn)
         self.weights = [w.value for w in cnn.weights]
         self.input_size = input_size
+        # As in the tabular model: the recalibration is built in at export, the record written with it.
+        self._calibration = _Fixed(Calibration())
+        self._record = _Fixed(None)
         self.threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32, name="operating_threshold")
+
+    def lock(self, calibration: Calibration, record: dict) -> None:
+        """Locks what was fitted on the eval split: recalibration, threshold and their record (before `save`)."""
+        self._calibration = _Fixed(calibration)
+        self.threshold.assign(record["threshold"])
+        self._record = _Fixed(record)
 
     @property
     def cnn(self) -> keras.Model:
         """The trained network."""
         return self._keras.cnn
 
+    def cnn_probability(self, pixels) -> tf.Tensor:
+        """The CNN's own [batch] probabilities for decoded pixels, before recalibration."""
+        return tf.reshape(self.cnn(pixels, training=False), [-1])
+
     def predict_images(self, images: tf.Tensor) -> dict:
-        """Returns probability and predicted label for [batch] encoded images."""
+        """Returns the (recalibrated) probability, the decision at the locked threshold, and the threshold."""
         pixels = decode_images(images, self.input_size)
-        probability = tf.reshape(self.cnn(pixels, training=False), [-1])
-        return {
-            PROBABILITY: probability,
-            PREDICTED_LABEL: tf.cast(probability >= self.threshold, tf.int64),
-        }
+        probability = self._calibration.value.apply_tf(self.cnn_probability(pixels))
+        return served_outputs(probability, self.threshold)
 
     def signatures(self) -> dict:
         """Returns the concrete functions to export as signatures."""
@@ -202,5 +221,7 @@ class ImageModel(tf.Module):
         }
 
     def save(self, export_dir: str) -> None:
-        """Writes the SavedModel with its three signatures."""
+        """Writes the SavedModel with its three signatures, the locked operating point's record first."""
+        if self._record.value is not None:
+            write_record(export_dir, self._record.value)
         tf.saved_model.save(self, export_dir, signatures=self.signatures())

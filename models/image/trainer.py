@@ -25,6 +25,7 @@ from models.image.network import (
     decode_images,
     parse_examples,
 )
+from models.operating_point import OperatingPointSpec, fit_operating_point
 
 HISTORY_FILE = "training_history.json"
 
@@ -37,11 +38,13 @@ class TrainResult:
         model: The exportable model.
         history: Per-epoch metrics (`loss`, `auc`, `val_loss`, `val_auc`, `learning_rate`).
         best_epoch: 1-based epoch whose weights were kept (highest eval AUC).
+        operating_point: The locked operating point (`dxpipe_operating_point.json`'s content).
     """
 
     model: ImageModel
     history: dict[str, list[float]]
     best_epoch: int
+    operating_point: dict
 
 
 def read_split(file_patterns: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +86,8 @@ def train(
     *,
     threshold: float = 0.5,
     seed: int = 42,
+    operating_point: OperatingPointSpec | None = None,
+    calibration: str = "none",
 ) -> TrainResult:
     """Fits the CNN; the eval split picks the epoch and the learning-rate schedule, it never gates.
 
@@ -92,8 +97,10 @@ def train(
         x_eval: Decoded eval-split images.
         y_eval: Eval-split labels.
         cfg: Hyperparameters.
-        threshold: Operating threshold stored in the export (`predicted_label`).
+        threshold: Fixed operating threshold, used when `operating_point` is None.
         seed: Seed for initial weights, shuffling and augmentation.
+        operating_point: How the threshold is chosen on the eval split (`models.operating_point`).
+        calibration: `none`, `platt` or `temperature`, fitted on the eval split.
 
     Returns:
         The trained model and its history.
@@ -128,7 +135,15 @@ def train(
     )
     history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
     best_epoch = int(np.argmax(history["val_auc"])) + 1
-    return TrainResult(ImageModel(cnn, cfg.input_size, threshold), history, best_epoch)
+    model = ImageModel(cnn, cfg.input_size, threshold)
+    raw = np.concatenate(
+        [model.cnn_probability(x_eval[i : i + 512]).numpy() for i in range(0, len(x_eval), 512)]
+    )
+    fitted, record = fit_operating_point(
+        raw, y_eval, operating_point or OperatingPointSpec(fixed=threshold), calibration
+    )
+    model.lock(fitted, record)
+    return TrainResult(model, history, best_epoch, record)
 
 
 def run_fn(fn_args: Any) -> None:
@@ -136,7 +151,8 @@ def run_fn(fn_args: Any) -> None:
 
     Args:
         fn_args: TFX FnArgs: `train_files`, `eval_files`, `serving_model_dir` and `custom_config`
-            (`{"model": {...CnnConfig fields...}, "operating_threshold": float, "seed": int}`).
+            (`{"model": {...CnnConfig fields...}, "operating_threshold": float, "seed": int,
+            "operating_point": {...}, "calibration": str}`).
     """
     config = fn_args.custom_config
     model_cfg = dict(config["model"])
@@ -145,7 +161,17 @@ def run_fn(fn_args: Any) -> None:
     x_train, y_train = read_split(fn_args.train_files, cfg.input_size)
     x_eval, y_eval = read_split(fn_args.eval_files, cfg.input_size)
     result = train(
-        x_train, y_train, x_eval, y_eval, cfg, threshold=config["operating_threshold"], seed=config["seed"]
+        x_train,
+        y_train,
+        x_eval,
+        y_eval,
+        cfg,
+        threshold=config["operating_threshold"],
+        seed=config["seed"],
+        operating_point=OperatingPointSpec.from_dict(
+            config.get("operating_point") or {"fixed": config["operating_threshold"]}
+        ),
+        calibration=config.get("calibration", "none"),
     )
     result.model.save(fn_args.serving_model_dir)
     summary = {
@@ -153,6 +179,9 @@ def run_fn(fn_args: Any) -> None:
         "best_epoch": result.best_epoch,
         "train_examples": len(y_train),
         "eval_examples": len(y_eval),
+        "operating_point": result.operating_point,
+        # The locked threshold as a scalar too: MLflow then shows it as the run's `train/operating_threshold`.
+        "operating_threshold": result.operating_point["threshold"],
     }
     with tf.io.gfile.GFile(os.path.join(os.path.dirname(fn_args.serving_model_dir), HISTORY_FILE), "w") as f:
         json.dump(summary, f)

@@ -120,3 +120,14 @@ def test_an_empty_split_is_refused(tmp_path):
     (tmp_path / "Split-test").mkdir()
     with pytest.raises(shell.ClinicalEvaluationError, match="the test split is empty"):
         shell.read_split(examples, "test", [])
+
+
+@pytest.mark.parametrize("type_name", ["components.ClinicalEvaluation", "components.RegistryVerdict"])
+def test_custom_artifact_types_import_by_their_type_name(type_name):
+    # TFX's KFP v2 entrypoint imports a custom artifact class from its type name; a name that is not an
+    # importable path fails the task in the pod, after the compiled spec looked fine.
+    import importlib
+
+    module, _, name = type_name.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    assert type_name == cls.TYPE_NAME

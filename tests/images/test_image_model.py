@@ -105,6 +105,8 @@ def test_the_signature_contract(exported):
     assert io(RAW_SIGNATURE, "outputs") == {
         "probability": ("float32", [-1]),
         "predicted_label": ("int64", [-1]),
+        "decision": ("int64", [-1]),
+        "threshold": ("float32", [-1]),
     }
     assert io(EXAMPLES_SIGNATURE, "inputs") == {"examples": ("string", [-1])}
     assert io(EXAMPLES_SIGNATURE, "outputs") == io(RAW_SIGNATURE, "outputs")
@@ -161,6 +163,11 @@ def test_a_png_sent_as_b64_over_rest_gets_the_in_process_probability(exported, s
     np.testing.assert_array_equal(
         [p["predicted_label"] for p in predictions], (probability >= 0.5).astype(int)
     )
+    # The image export carries its operating point too (fixed at 0.5 by default), so the answer names
+    # the decision, the threshold and the version.
+    np.testing.assert_array_equal([p["decision"] for p in predictions], (probability >= 0.5).astype(int))
+    assert {p["threshold"] for p in predictions} == {0.5}
+    assert response.json()["model_version"] == "1"
 
 
 def test_a_tf_example_with_the_image_classifies_the_same(exported, served):

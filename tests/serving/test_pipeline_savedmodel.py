@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from models.features import LABEL, features_from_schema, load_schema, parse_examples
 from models.network import CLASSIFY_SIGNATURE, EXAMPLES_SIGNATURE, RAW_SIGNATURE
+from models.operating_point import OPERATING_POINT_ASSET
 from models.trainer import train
 from pipelines.data import canonical_csv
 from serving import cli
@@ -58,6 +60,7 @@ class Trained:
         examples: The same rows as serialized tf.Examples.
         probability: `serving_default` called in-process on `rows`.
         predicted_label: Its `predicted_label` output.
+        threshold: The locked threshold the export carries (`dxpipe_operating_point.json`).
     """
 
     base_path: Path
@@ -69,6 +72,7 @@ class Trained:
     examples: list[bytes]
     probability: np.ndarray
     predicted_label: np.ndarray
+    threshold: float
 
     def csv_text(self) -> str:
         """The held-out rows as canonical CSV, label column included."""
@@ -101,7 +105,8 @@ def trained(tmp_path_factory, default_cfg) -> Trained:
     # The training rows double as the early-stopping split: with this few epochs it never stops early, and
     # the held-out rows stay unseen by every part of training.
     cfg = dataclasses.replace(data.training, epochs=EPOCHS)
-    result = train(features, train_raw, train_labels, train_raw, train_labels, cfg)
+    # The configured operating point (sensitivity 0.95) is locked on those rows too.
+    result = train(features, train_raw, train_labels, train_raw, train_labels, cfg, data.operating_point)
     base_path = tmp_path_factory.mktemp("pipeline_models") / "wdbc"
     version_dir = base_path / "1"
     result.model.save(str(version_dir))
@@ -126,6 +131,7 @@ def trained(tmp_path_factory, default_cfg) -> Trained:
         examples=rows_to_examples(held_out_text, schema_path),
         probability=expected["probability"].numpy(),
         predicted_label=expected["predicted_label"].numpy(),
+        threshold=result.operating_point["threshold"],
     )
 
 
@@ -176,9 +182,13 @@ def test_the_held_out_rows_are_a_real_check(trained):
 def test_the_export_meets_the_serving_contract(trained, served):
     names = trained.feature_names
     on_disk = read_signatures(str(trained.version_dir))
-    assert contract_problems(on_disk, names, []) == []
+    assert contract_problems(on_disk, names, [], operating_point=True) == []
     loaded = served.server.manager.lookup("wdbc", None, None).signatures
-    assert contract_problems(loaded, names, []) == []
+    assert contract_problems(loaded, names, [], operating_point=True) == []
+    # The operating point's outputs are part of the check: without them the export is an older model's.
+    assert "signature 'serving_default' has unexpected output 'decision'" in contract_problems(
+        on_disk, names, []
+    )
     # The check can fail: the same signatures against a contract with one feature fewer and one more.
     problems = contract_problems(on_disk, names[1:], ["site"])
     assert f"signature 'serving_default' has unexpected input {names[0]!r}" in problems
@@ -213,7 +223,12 @@ def test_metadata_lists_the_three_signatures(trained, http, served):
     defs = body["metadata"]["signature_def"]["signature_def"]
     # TF2 exports also carry the init op, which TF Serving lists too.
     assert set(defs) == {RAW_SIGNATURE, EXAMPLES_SIGNATURE, CLASSIFY_SIGNATURE, "__saved_model_init_op"}
-    prediction = {"probability": ("DT_FLOAT", ["-1"]), "predicted_label": ("DT_INT64", ["-1"])}
+    prediction = {
+        "probability": ("DT_FLOAT", ["-1"]),
+        "predicted_label": ("DT_INT64", ["-1"]),
+        "decision": ("DT_INT64", ["-1"]),
+        "threshold": ("DT_FLOAT", ["-1"]),
+    }
     assert _io(defs[RAW_SIGNATURE], "inputs") == {
         name: ("DT_FLOAT", ["-1"]) for name in trained.feature_names
     }
@@ -235,13 +250,24 @@ def test_metadata_lists_the_three_signatures(trained, http, served):
 def test_predict_row_format_matches_in_process(trained, http, served):
     response = post(http, served, MODEL + ":predict", {"instances": trained.rows})
     assert response.status_code == 200, response.text
-    predictions = response.json()["predictions"]
+    body = response.json()
+    # TF Serving's row shape, plus the version whose locked threshold made the decisions.
+    assert list(body) == ["predictions", "model_version"] and body["model_version"] == "1"
+    predictions = body["predictions"]
     assert len(predictions) == len(trained.rows)
-    assert all(set(p) == {"probability", "predicted_label"} for p in predictions)
+    assert all(set(p) == {"probability", "predicted_label", "decision", "threshold"} for p in predictions)
     probability = np.array([p["probability"] for p in predictions])
     np.testing.assert_allclose(probability, trained.probability, rtol=0, atol=ATOL)
     assert np.all((probability >= 0) & (probability <= 1))
     np.testing.assert_array_equal([p["predicted_label"] for p in predictions], trained.predicted_label)
+    # The decision is the served probability against the locked threshold, which every row repeats.
+    assert {np.float32(p["threshold"]) for p in predictions} == {np.float32(trained.threshold)}
+    decision = [p["decision"] for p in predictions]
+    assert decision == [
+        int(np.float32(p["probability"]) >= np.float32(trained.threshold)) for p in predictions
+    ]
+    assert decision == trained.predicted_label.tolist()
+    assert 0 < sum(decision) < len(decision)
     # The served model ranks the held-out malignant tumours above the benign ones.
     assert roc_auc_score(trained.labels, probability) > 0.97
 
@@ -250,8 +276,11 @@ def test_predict_columnar_format_matches_in_process(trained, http, served):
     inputs = {name: [row[name] for row in trained.rows] for name in trained.feature_names}
     response = post(http, served, MODEL + ":predict", {"inputs": inputs})
     assert response.status_code == 200, response.text
-    outputs = response.json()["outputs"]
-    assert set(outputs) == {"probability", "predicted_label"}
+    body = response.json()
+    assert list(body) == ["outputs", "model_version"] and body["model_version"] == "1"
+    outputs = body["outputs"]
+    assert set(outputs) == {"probability", "predicted_label", "decision", "threshold"}
+    np.testing.assert_array_equal(outputs["decision"], trained.predicted_label)
     probability = np.array(outputs["probability"])
     np.testing.assert_allclose(probability, trained.probability, rtol=0, atol=ATOL)
     assert np.all((probability >= 0) & (probability <= 1))
@@ -475,6 +504,44 @@ def test_dxpipe_predict_with_a_csv_of_real_rows(trained, served, tmp_path, capsy
         [p["probability"] for p in predictions], trained.probability, rtol=0, atol=ATOL
     )
     np.testing.assert_array_equal([p["predicted_label"] for p in predictions], trained.predicted_label)
+    # Each line carries the decision, the threshold that made it, and the version that holds the threshold.
+    np.testing.assert_array_equal([p["decision"] for p in predictions], trained.predicted_label)
+    assert {p["model_version"] for p in predictions} == {"1"}
+    assert {np.float32(p["threshold"]) for p in predictions} == {np.float32(trained.threshold)}
+
+
+def test_a_version_without_an_operating_point_answers_tf_servings_exact_shape(trained, tmp_path):
+    # An older export (no dxpipe_operating_point.json) is served as TF Serving serves it: no extra key.
+    # One with an unreadable operating point is not served at all: its decisions could not be accounted for.
+    base = tmp_path / "wdbc"
+    shutil.copytree(trained.version_dir, base / "1")
+    (base / "1" / OPERATING_POINT_ASSET).unlink()
+    shutil.copytree(trained.version_dir, tmp_path / "broken" / "1")
+    (tmp_path / "broken" / "1" / OPERATING_POINT_ASSET).write_text("{not json")
+    options = ServerOptions(
+        models=(
+            single_model_config("wdbc", str(base)),
+            single_model_config("broken", str(tmp_path / "broken")),
+        ),
+        port=0,
+        file_system_poll_seconds=0,
+        access_log="off",
+    )
+    running = ServerThread(options)
+    try:
+        response = requests.post(
+            running.url + MODEL + ":predict", data=json.dumps({"instances": trained.rows[:3]}), timeout=30
+        )
+        assert response.status_code == 200, response.text
+        assert list(response.json()) == ["predictions"]
+        status = requests.get(running.url + "/v1/models/broken", timeout=30).json()
+        (entry,) = status["model_version_status"]
+        assert (
+            entry["state"] == "END"
+            and "dxpipe_operating_point.json is not JSON" in entry["status"]["error_message"]
+        )
+    finally:
+        running.stop()
 
 
 def test_dxpipe_predict_sends_blank_csv_cells_as_missing_measurements(trained, served, tmp_path, capsys):
