@@ -58,6 +58,11 @@ def test_the_version_carries_its_model_card(run, tmp_path):
     assert sum(s["examples"] for s in splits.values()) == 569
     assert sum(s["positives"] for s in splits.values()) == 212  # malignant in WDBC
     assert facts["metrics"]["Overall"]["auc"] >= 0.97
+    # The card shows this run's clinical evaluation (the one the gate read) and the locked operating point.
+    assert facts["clinical"]["n"] == splits["test"]["examples"]
+    assert facts["clinical"]["threshold"] == facts["operating_point"]["threshold"]
+    assert facts["operating_point"]["chosen_on"] == "eval"
+    assert "no clinical evaluation for this run" not in markdown
     assert "<script" not in (local / "model_card.html").read_text()
 
 
@@ -102,6 +107,7 @@ def test_approval_shows_the_card_and_records_its_digest(run, monkeypatch, capsys
     assert code == 0, out
     digest = _evidence(workdir).model_card["digest"]
     assert f"sha256 {digest}:" in out and "intended use: Decision support" in out, out
+    assert "AUC" in out and "operating point not recorded" not in out, out
     log = (workdir / "serving" / "wdbc" / "promotion_log.jsonl").read_text().splitlines()
     last = json.loads(log[-1])
     assert last["event"] == "approve" and last["model_card_digest"] == digest

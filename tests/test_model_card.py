@@ -242,6 +242,12 @@ def test_clinical_evaluation_and_operating_point_are_read_from_this_runs_artifac
     assert any(
         n.startswith("the clinical evaluation (") and "could not be read" in n for n in broken["notes"]
     )
+    # The artifact the registry gate was given wins: a cached ClinicalEvaluator's directory is that of
+    # the execution that wrote it, not one of this run's (and a Kubeflow pod has no metadata to ask).
+    given = dataclasses.replace(
+        outputs, execution_ids={}, clinical_uri=str(root / "ClinicalEvaluator" / "evaluation" / "99")
+    )
+    assert facts.gather(given)["clinical"]["n"] == 1
 
 
 def test_model_card_config_is_validated(default_cfg):

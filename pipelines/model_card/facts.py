@@ -177,12 +177,15 @@ def read_json_artifact(path: str | Path) -> Any:
 
 
 def clinical_evaluation_path(outputs: Any) -> Path | None:
-    """This run's `clinical_evaluation.json`: the artifact ML Metadata names, else by this run's executions.
+    """This run's `clinical_evaluation.json`: the artifact the gate read, else by this run's executions.
 
-    A run's component outputs live at `<pipeline root>/<component>/<key>/<execution id>/`; only the
-    execution ids of this TFX run are looked at, so another run's evaluation is never picked up.
+    `outputs.clinical_uri` is the ClinicalEvaluator artifact the RegistryGate node was given (a cached
+    evaluation keeps the directory of the execution that wrote it, so it is found on re-runs and where no
+    metadata store is at hand, as on Kubeflow). Without it: a run's component outputs live at
+    `<pipeline root>/<component>/<key>/<execution id>/`; only the execution ids of this TFX run are looked
+    at, so another run's evaluation is never picked up.
     """
-    uri = getattr(outputs, "clinical_evaluation_uri", None)
+    uri = getattr(outputs, "clinical_uri", None)
     if uri:
         path = Path(uri) / CLINICAL_FILE
         return path if path.is_file() else None
