@@ -8,30 +8,39 @@ test, naming the command that builds it.
 
 Real parts: the image built from the Dockerfile, the spec `dxpipe compile` writes (open-source KFP form),
 each task's own image/command/args run by podman, the executor input built as KFP's launcher builds it
-(tests/kfp_driver.py), the serving volume mounted, and a real `mlflow server` on the host reached over
-HTTP from the containers. What only a cluster verifies: see tests/kfp_driver.py.
+(tests/kfp_driver.py), the serving volume mounted, and the shared MLflow server reached over HTTP from the
+containers as a cluster reaches it: `pipelines.registry_server.deploy` (PostgreSQL, basic auth, the
+`dxpipe` app that vouches for who is acting), with an MLflow user for the pipeline's service account
+whose credentials the driver passes to every pod as environment (never in the spec). What only a
+cluster verifies: see tests/kfp_driver.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
-import requests
 import yaml
 
+from components.registry_gate.component import VERDICT_FILE
 from pipelines.config import SourceConfig
 from pipelines.data import canonical_csv, materialize
 from pipelines.kubeflow_runner import DEFAULT_IMAGE, IMAGE_PROJECT_ROOT, KubeflowTarget, compile_pipeline
 from pipelines.kubeflow_spec import IMPORTER_TASK, dags
+from pipelines.registry_executor import RUN_ID_TAG
+from pipelines.registry_server.deploy import Deployment
 from tests.kfp_driver import Driver, PipelineFailed, TaskResult
-from tests.registry.test_mlflow_server import Server, _free_port
 
 # Also `slow`, so `-m "not slow"` leaves it out as well.
 pytestmark = [pytest.mark.kfp_image, pytest.mark.slow]
@@ -71,12 +80,58 @@ def image():
     return IMAGE
 
 
+# The MLflow account of the pipeline's Kubernetes service account (a cluster mounts its password as a
+# Secret into the pods' environment; the driver passes it as environment the same way).
+SERVICE_ACCOUNT = "kfp-pipeline-runner"
+
+
+@dataclasses.dataclass
+class SharedServer:
+    """The running shared server and the pipeline service account's credentials."""
+
+    deployment: Deployment
+    password: str
+
+    @property
+    def url(self) -> str:
+        """The tracking URI the pods get."""
+        return self.deployment.url
+
+    def pod_env(self) -> dict[str, str]:
+        """What a cluster gives every pod: the tracking URI and the service account's credentials."""
+        return {
+            "MLFLOW_TRACKING_URI": self.url,
+            "MLFLOW_TRACKING_USERNAME": SERVICE_ACCOUNT,
+            "MLFLOW_TRACKING_PASSWORD": self.password,
+        }
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator:
+        """An `MlflowClient` of the server, reading as its admin (MLflow reads credentials from env)."""
+        from mlflow import MlflowClient
+
+        user, password = self.deployment.admin_auth()
+        env = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+        with mock.patch.dict(os.environ, env):
+            yield MlflowClient(tracking_uri=self.url, registry_uri=self.url)
+
+
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("mlflow-server"), _free_port())
-    server.start()
-    yield server
-    server.kill()
+def mlflow_server() -> Iterator[SharedServer]:
+    """The shared server as `dxpipe` deploys it, on loopback (the pods share the host's network)."""
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.fail("runuser (util-linux) is required to start PostgreSQL as root")
+    # Under /tmp, not pytest's 0700 tmp_path: PostgreSQL runs as `postgres` (see tests/registry/auth_server).
+    root = Path(tempfile.mkdtemp(prefix="dxpipe-kfp-server-"))
+    deployment = Deployment(root)
+    deployment.start()
+    try:
+        password = secrets.token_urlsafe(24)
+        deployment.add_user(SERVICE_ACCOUNT, password)
+        yield SharedServer(deployment, password)
+    finally:
+        deployment.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +145,7 @@ def _compile(cfg, out: Path, baseline: str | None = None) -> dict:
     return yaml.safe_load(compile_pipeline(cfg, out, target).read_text())
 
 
-def _driver(spec: dict, volumes: dict, server: Server, data: str = "data") -> Driver:
+def _driver(spec: dict, volumes: dict, server: SharedServer, data: str = "data") -> Driver:
     for path in volumes.values():
         path.mkdir(parents=True, exist_ok=True)
     return Driver(
@@ -101,7 +156,7 @@ def _driver(spec: dict, volumes: dict, server: Server, data: str = "data") -> Dr
             str(volumes["serving"]): INSIDE.serving_root,
         },
         pipeline_root=f"{INSIDE.pipeline_root}/dxpipe-wdbc",
-        env={"MLFLOW_TRACKING_URI": server.url},
+        env=server.pod_env(),
     )
 
 
@@ -122,24 +177,46 @@ def _task(results: dict[str, TaskResult], name: str) -> TaskResult:
     return results[key]
 
 
-def _mlflow_runs(server: Server) -> list[dict]:
-    experiments = requests.get(
-        f"{server.url}/api/2.0/mlflow/experiments/search", params={"max_results": 1000}, timeout=10
-    ).json()
-    ids = [e["experiment_id"] for e in experiments.get("experiments", [])]
-    response = requests.post(
-        f"{server.url}/api/2.0/mlflow/runs/search",
-        json={"experiment_ids": ids, "max_results": 1000},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json().get("runs", [])
+def _mlflow_runs(server: SharedServer, run_id: str) -> list:
+    """The MLflow runs tagged with pipeline run `run_id` (read through MLflow's client)."""
+    with server.client() as client:
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return client.search_runs(ids, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
+
+
+def _versions(server: SharedServer, model: str) -> dict[str, object]:
+    """The registered versions of `model` by number, and its aliases under the key "aliases"."""
+    with server.client() as client:
+        versions = {v.version: v for v in client.search_model_versions(f"name = '{model}'")}
+        versions["aliases"] = client.get_registered_model(model).aliases if versions else {}
+        return versions
+
+
+def _verdict(results: dict[str, TaskResult], volumes: dict) -> tuple[dict, dict]:
+    """The RegistryGate's output artifact (custom properties) and its verdict.json, read from the volume."""
+    (artifact,) = _task(results, "RegistryGate").outputs["verdict"]
+    inside = artifact["uri"]
+    host = volumes["pipelines"] / Path(inside).relative_to(INSIDE.pipeline_root)
+    return artifact["metadata"], json.loads((host / VERDICT_FILE).read_text())
+
+
+def _assert_no_credential(server: SharedServer, *places: Path) -> None:
+    """The service account's password is in no file the pipeline wrote, nor in the server's artifacts."""
+    secret = server.password.encode()
+    files = [f for place in places for f in Path(place).rglob("*") if f.is_file()]
+    assert files
+    leaked = [str(f) for f in files if secret in f.read_bytes()]
+    assert leaked == []
 
 
 @pytest.fixture(scope="module")
 def first_run(image, default_cfg, volumes, mlflow_server, tmp_path_factory):
     materialize(default_cfg.data, volumes["data"] / "wdbc")
     spec = _compile(default_cfg, tmp_path_factory.mktemp("spec-1") / "wdbc.yaml")
+    # The compiled spec names no credential: the pods get them from their environment only.
+    assert mlflow_server.password not in json.dumps(spec) and "MLFLOW_TRACKING_PASSWORD" not in json.dumps(
+        spec
+    )
     started = time.monotonic()
     results = _driver(spec, volumes, mlflow_server).run("run-1", {"dxpipe_run_id": "run-1"})
     TIMINGS["first run"] = time.monotonic() - started
@@ -193,41 +270,58 @@ def test_every_command_and_module_in_the_spec_exists_in_the_image(image, default
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [], f"missing in {image}"
 
 
-def test_the_image_reaches_the_mlflow_server_over_http(image, mlflow_server):
-    probe = "import mlflow; print(len(mlflow.search_experiments()))"
-    done = _podman(
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        "-e",
-        f"MLFLOW_TRACKING_URI={mlflow_server.url}",
-        image,
-        "python",
-        "-c",
-        probe,
+def test_the_image_reaches_the_mlflow_server_as_the_service_account(image, mlflow_server):
+    # The server vouches for the pod's identity (what the RegistryGate records as the author).
+    probe = (
+        "import mlflow; from pipelines.identity import current_identity; "
+        "print(len(mlflow.search_experiments()), current_identity(mlflow.get_tracking_uri()).name)"
+    )
+    env = mlflow_server.pod_env()
+    flags = [arg for name in env for arg in ("-e", name)]
+    done = subprocess.run(
+        ["podman", "run", "--rm", "--network", "host", *flags, image, "python", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert int(done.stdout.strip().splitlines()[-1]) >= 1  # the server's Default experiment
+    count, name = done.stdout.strip().splitlines()[-1].split()
+    assert int(count) >= 1 and name == SERVICE_ACCOUNT  # the server's Default experiment; who is acting
 
 
-def test_first_run_trains_blesses_and_pushes_to_staging(first_run, volumes, mlflow_server):
+def test_first_run_registers_gates_and_pushes_to_staging(first_run, volumes, mlflow_server):
     spec, results = first_run
-    assert {name.rsplit("/", 1)[-1] for name in results} >= CORE_TASKS
+    assert {name.rsplit("/", 1)[-1] for name in results} >= CORE_TASKS | {"RegistryGate"}
     assert {name: r.state for name, r in results.items()} == dict.fromkeys(results, "SUCCEEDED")
     evaluator = _task(results, "Evaluator")
     assert "baseline_model" not in evaluator.executor_input["inputs"]["artifacts"]  # first run: no champion
     # Parameters travel only in the modern form, as open-source KFP's launcher passes them.
     assert set(_task(results, "CsvExampleGen").executor_input["inputs"]) == {"parameterValues", "artifacts"}
     assert evaluator.outputs["blessing"][0]["metadata"]["blessed"] == 1
+    # The gate's verdict: the artifact the push is conditioned on, and verdict.json with every reason.
+    properties, verdict = _verdict(results, volumes)
+    assert properties["passed"] == 1 and verdict["passed"] is True and verdict["failures"] == []
+    assert verdict["version"] == "1" and verdict["reused"] is False
+    assert verdict["compared_with"] == "none (no champion yet)"
     pushed = _task(results, "ServingPusher").outputs["pushed_model"][0]
     assert pushed["metadata"]["pushed"] == 1
     versions = sorted((volumes["serving"] / "wdbc-staging").iterdir())
     assert len(versions) == 1 and (versions[0] / "saved_model.pb").is_file()
-    # MLflow: one run per pipeline run once tracking is a DAG task (the version and the gate verdict are
-    # asserted there); until then the DAG records nothing in MLflow.
-    tracked = _tracking_tasks(spec)
-    assert len(_mlflow_runs(mlflow_server)) == (1 if tracked else 0), tracked
+    # On the server, through MLflow's client: one FINISHED run of this pipeline run, the version it
+    # registered (gate passed, alias candidate, the service account as its author, the model's lineage).
+    (run,) = _mlflow_runs(mlflow_server, "run-1")
+    assert run.info.status == "FINISHED" and run.info.run_id == verdict["mlflow_run_id"]
+    registered = _versions(mlflow_server, verdict["model_name"])
+    assert set(registered) == {"1", "aliases"}
+    tags = registered["1"].tags
+    assert tags["gate"] == "passed" and tags["dxpipe.author"] == SERVICE_ACCOUNT
+    assert tags["tfx.run_id"] == "run-1" and tags["model.digest"] == verdict["digest"]
+    assert tags["tfx.model_uri"] == _task(results, "Trainer").outputs["model"][0]["uri"]
+    assert registered["1"].run_id == run.info.run_id
+    assert registered["aliases"] == {"candidate": "1"}  # no champion: approval is a reviewer's act
+    _assert_no_credential(mlflow_server, volumes["pipelines"], mlflow_server.deployment.root / "artifacts")
 
 
 def test_second_run_compares_against_the_first_as_its_baseline(
@@ -248,10 +342,33 @@ def test_second_run_compares_against_the_first_as_its_baseline(
     assert blessing["baseline_model"] == champion
     assert blessing["current_model"] == _task(results, "Trainer").outputs["model"][0]["uri"] != champion
     assert blessing["blessed"] == 1  # same data, same seed: no worse than the champion
+    # The gate got the baseline too; with no approved champion on the server it compares with none, as
+    # the gate defines (non-inferiority is against the reviewer-approved champion, never a mere baseline).
+    gate = _task(results, "RegistryGate")
+    assert [a["uri"] for a in gate.executor_input["inputs"]["artifacts"]["baseline_model"]["artifacts"]] == [
+        champion
+    ]
+    _, verdict = _verdict(results, volumes)
+    _, first_verdict = _verdict(first, volumes)
+    assert verdict["passed"] is True and verdict["compared_with"] == "none (no champion yet)"
+    (run,) = _mlflow_runs(mlflow_server, "run-2")
+    assert run.info.status == "FINISHED" and run.info.run_id == verdict["mlflow_run_id"]
+    registered = _versions(mlflow_server, verdict["model_name"])
+    if verdict["digest"] == first_verdict["digest"]:
+        # The same SavedModel under the same policy is the same registry version, not a second one.
+        assert verdict["reused"] is True and verdict["version"] == "1" and set(registered) == {"1", "aliases"}
+    else:
+        assert verdict["reused"] is False and verdict["version"] == "2"
+        assert set(registered) == {"1", "2", "aliases"}
+        assert registered["2"].tags["gate"] == "passed" and registered["2"].tags["tfx.run_id"] == "run-2"
+        assert registered["aliases"] == {"candidate": "2"}
     assert _task(results, "ServingPusher").state == "SUCCEEDED"
+    _assert_no_credential(mlflow_server, volumes["pipelines"], mlflow_server.deployment.root / "artifacts")
 
 
-def test_bad_csv_stops_at_the_data_gate(image, default_cfg, volumes, mlflow_server, tmp_path):
+def test_bad_csv_ends_with_a_failed_mlflow_run_and_nothing_pushed(
+    image, default_cfg, volumes, mlflow_server, tmp_path
+):
     text = canonical_csv(default_cfg.data).splitlines()
     header = text[0].split(",")
     row = text[5].split(",")
@@ -264,15 +381,30 @@ def test_bad_csv_stops_at_the_data_gate(image, default_cfg, volumes, mlflow_serv
     cfg = dataclasses.replace(default_cfg, datasets={**default_cfg.datasets, "wdbc": data})
     materialize(cfg.data, volumes["bad-data"] / "wdbc")
     spec = _compile(cfg, tmp_path / "wdbc.yaml")
-    before = sorted(p.name for p in (volumes["serving"] / "wdbc-staging").iterdir())
+    staging = volumes["serving"] / "wdbc-staging"
+    before = sorted(p.name for p in staging.iterdir()) if staging.exists() else []
+    with mlflow_server.client() as client:
+        models_before = {
+            m.name: len(client.search_model_versions(f"name = '{m.name}'"))
+            for m in client.search_registered_models()
+        }
     report = r"(?s)task (\S+/)?DataGate exited.*mean_radius.*expected float, between 0"
     with pytest.raises(PipelineFailed, match=report) as failed:
         _driver(spec, volumes, mlflow_server, data="bad-data").run("run-bad", {"dxpipe_run_id": "run-bad"})
     states = {name.rsplit("/", 1)[-1]: r.state for name, r in failed.value.results.items()}
     assert states["DataGate"] == "FAILED"
-    assert states["Trainer"] == states["Evaluator"] == states["ServingPusher"] == "NOT_RUN"
+    assert states["Trainer"] == states["Evaluator"] == states["RegistryGate"] == "NOT_RUN"
+    assert states["ServingPusher"] == "NOT_RUN"
     assert not list((volumes["pipelines"] / "dxpipe-wdbc" / "run-bad").glob("**/Trainer"))  # nothing trained
-    assert sorted(p.name for p in (volumes["serving"] / "wdbc-staging").iterdir()) == before
-    # The FAILED MLflow run is the exit handler's, once tracking is a DAG task.
-    if _tracking_tasks(spec):
-        assert _mlflow_runs(mlflow_server)[0]["info"]["status"] == "FAILED"  # newest first
+    assert (sorted(p.name for p in staging.iterdir()) if staging.exists() else []) == before
+    # The exit handler ran after the failed DAG and ended a FAILED MLflow run naming the failing task.
+    (run,) = _mlflow_runs(mlflow_server, "run-bad")
+    assert run.info.status == "FAILED"
+    assert "DataGate" in json.dumps(run.data.tags)
+    with mlflow_server.client() as client:
+        models_after = {
+            m.name: len(client.search_model_versions(f"name = '{m.name}'"))
+            for m in client.search_registered_models()
+        }
+    assert models_after == models_before  # nothing registered
+    _assert_no_credential(mlflow_server, volumes["pipelines"], mlflow_server.deployment.root / "artifacts")
