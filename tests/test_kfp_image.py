@@ -83,6 +83,9 @@ def image():
 # The MLflow account of the pipeline's Kubernetes service account (a cluster mounts its password as a
 # Secret into the pods' environment; the driver passes it as environment the same way).
 SERVICE_ACCOUNT = "kfp-pipeline-runner"
+# A reviewer (granted by the server's admin) who approves run 1's version between the runs, as a person
+# would with `dxpipe approve`: a different account, so the four-eyes rule lets the approval through.
+REVIEWER = "kfp-reviewer"
 
 
 @dataclasses.dataclass
@@ -91,18 +94,19 @@ class SharedServer:
 
     deployment: Deployment
     password: str
+    reviewer_password: str
 
     @property
     def url(self) -> str:
         """The tracking URI the pods get."""
         return self.deployment.url
 
-    def pod_env(self) -> dict[str, str]:
-        """What a cluster gives every pod: the tracking URI and the service account's credentials."""
+    def pod_env(self, user: str = SERVICE_ACCOUNT) -> dict[str, str]:
+        """What a cluster gives every pod: the tracking URI and `user`'s credentials (the service account)."""
         return {
             "MLFLOW_TRACKING_URI": self.url,
-            "MLFLOW_TRACKING_USERNAME": SERVICE_ACCOUNT,
-            "MLFLOW_TRACKING_PASSWORD": self.password,
+            "MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": self.password if user == SERVICE_ACCOUNT else self.reviewer_password,
         }
 
     @contextlib.contextmanager
@@ -126,9 +130,10 @@ def mlflow_server() -> Iterator[SharedServer]:
     deployment = Deployment(root)
     deployment.start()
     try:
-        password = secrets.token_urlsafe(24)
+        password, reviewer_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         deployment.add_user(SERVICE_ACCOUNT, password)
-        yield SharedServer(deployment, password)
+        deployment.add_user(REVIEWER, reviewer_password, reviewer=True)
+        yield SharedServer(deployment, password, reviewer_password)
     finally:
         deployment.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -200,12 +205,28 @@ def _verdict(results: dict[str, TaskResult], volumes: dict) -> tuple[dict, dict]
     return artifact["metadata"], json.loads((host / VERDICT_FILE).read_text())
 
 
+def _in_image(server: SharedServer, volumes: dict, user: str, *command: str) -> subprocess.CompletedProcess:
+    """Runs `command` in the image as `user` of the server, with the pods' volumes mounted."""
+    env = server.pod_env(user)
+    flags = [arg for name in env for arg in ("-e", name)]
+    mounts = [("pipelines", INSIDE.pipeline_root), ("serving", INSIDE.serving_root)]
+    flags += [arg for key, inside in mounts for arg in ("-v", f"{volumes[key]}:{inside}")]
+    return subprocess.run(
+        ["podman", "run", "--rm", "--network", "host", *flags, IMAGE, *command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
 def _assert_no_credential(server: SharedServer, *places: Path) -> None:
     """The service account's password is in no file the pipeline wrote, nor in the server's artifacts."""
-    secret = server.password.encode()
+    found = [server.password.encode(), server.reviewer_password.encode()]
     files = [f for place in places for f in Path(place).rglob("*") if f.is_file()]
     assert files
-    leaked = [str(f) for f in files if secret in f.read_bytes()]
+    leaked = [str(f) for f in files if any(secret in f.read_bytes() for secret in found)]
     assert leaked == []
 
 
@@ -317,7 +338,7 @@ def test_first_run_registers_gates_and_pushes_to_staging(first_run, volumes, mlf
     assert set(registered) == {"1", "aliases"}
     tags = registered["1"].tags
     assert tags["gate"] == "passed" and tags["dxpipe.author"] == SERVICE_ACCOUNT
-    assert tags["tfx.run_id"] == "run-1" and tags["model.digest"] == verdict["digest"]
+    assert tags["tfx.run_id"] == "run-1" and tags["model.digest"] == verdict["model_digest"]
     assert tags["tfx.model_uri"] == _task(results, "Trainer").outputs["model"][0]["uri"]
     assert registered["1"].run_id == run.info.run_id
     assert registered["aliases"] == {"candidate": "1"}  # no champion: approval is a reviewer's act
@@ -329,6 +350,14 @@ def test_second_run_compares_against_the_first_as_its_baseline(
 ):
     _, first = first_run
     champion = _task(first, "Trainer").outputs["model"][0]["uri"]
+    _, first_verdict = _verdict(first, volumes)
+    model = first_verdict["model_name"]
+    # A reviewer approves run 1's version in the image, seeing the volumes the pods see (the promotion log
+    # and evidence live under the serving root); it becomes the champion and is published to production.
+    approve = ["dxpipe", "approve", model, first_verdict["version"], "--note", "executed-spec test"]
+    done = _in_image(mlflow_server, volumes, REVIEWER, *approve, "--serving-root", INSIDE.serving_root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _versions(mlflow_server, model)["aliases"] == {"candidate": "1", "champion": "1"}
     spec = _compile(default_cfg, tmp_path / "wdbc.yaml", baseline=champion)
     started = time.monotonic()
     results = _driver(spec, volumes, mlflow_server).run("run-2", {"dxpipe_run_id": "run-2"})
@@ -342,26 +371,26 @@ def test_second_run_compares_against_the_first_as_its_baseline(
     assert blessing["baseline_model"] == champion
     assert blessing["current_model"] == _task(results, "Trainer").outputs["model"][0]["uri"] != champion
     assert blessing["blessed"] == 1  # same data, same seed: no worse than the champion
-    # The gate got the baseline too; with no approved champion on the server it compares with none, as
-    # the gate defines (non-inferiority is against the reviewer-approved champion, never a mere baseline).
-    gate = _task(results, "RegistryGate")
-    assert [a["uri"] for a in gate.executor_input["inputs"]["artifacts"]["baseline_model"]["artifacts"]] == [
-        champion
-    ]
+    # The gate got the baseline too, and the server's champion is version 1: as the gate defines, a
+    # candidate is compared with the approved champion (its evidence verified under the serving volume),
+    # and the champion itself re-run (same SavedModel digest, same pinned policy) is the champion, not a
+    # new version for reviewers to approve again.
+    gate_inputs = _task(results, "RegistryGate").executor_input["inputs"]["artifacts"]
+    assert [a["uri"] for a in gate_inputs["baseline_model"]["artifacts"]] == [champion]
     _, verdict = _verdict(results, volumes)
-    _, first_verdict = _verdict(first, volumes)
-    assert verdict["passed"] is True and verdict["compared_with"] == "none (no champion yet)"
     (run,) = _mlflow_runs(mlflow_server, "run-2")
     assert run.info.status == "FINISHED" and run.info.run_id == verdict["mlflow_run_id"]
-    registered = _versions(mlflow_server, verdict["model_name"])
-    if verdict["digest"] == first_verdict["digest"]:
-        # The same SavedModel under the same policy is the same registry version, not a second one.
+    registered = _versions(mlflow_server, model)
+    assert verdict["passed"] is True
+    if verdict["model_digest"] == first_verdict["model_digest"]:  # what the seeded Trainer gives here
         assert verdict["reused"] is True and verdict["version"] == "1" and set(registered) == {"1", "aliases"}
+        assert run.data.tags["registry.reused"] == "true" and run.data.tags["registry.version"] == "1"
     else:
         assert verdict["reused"] is False and verdict["version"] == "2"
+        assert verdict["compared_with"].startswith("champion version 1, re-scored by the Evaluator")
         assert set(registered) == {"1", "2", "aliases"}
         assert registered["2"].tags["gate"] == "passed" and registered["2"].tags["tfx.run_id"] == "run-2"
-        assert registered["aliases"] == {"candidate": "2"}
+    assert registered["aliases"]["champion"] == "1"  # the pipeline never promotes
     assert _task(results, "ServingPusher").state == "SUCCEEDED"
     _assert_no_credential(mlflow_server, volumes["pipelines"], mlflow_server.deployment.root / "artifacts")
 
@@ -397,10 +426,11 @@ def test_bad_csv_ends_with_a_failed_mlflow_run_and_nothing_pushed(
     assert states["ServingPusher"] == "NOT_RUN"
     assert not list((volumes["pipelines"] / "dxpipe-wdbc" / "run-bad").glob("**/Trainer"))  # nothing trained
     assert (sorted(p.name for p in staging.iterdir()) if staging.exists() else []) == before
-    # The exit handler ran after the failed DAG and ended a FAILED MLflow run naming the failing task.
+    # The exit handler ran after the failed DAG and ended a FAILED MLflow run with KFP's final status.
     (run,) = _mlflow_runs(mlflow_server, "run-bad")
     assert run.info.status == "FAILED"
-    assert "DataGate" in json.dumps(run.data.tags)
+    assert run.data.tags["dxpipe.failure"].startswith("Kubeflow pipeline run failed")
+    assert run.data.tags["kfp.pipeline_job"] == "run-bad"
     with mlflow_server.client() as client:
         models_after = {
             m.name: len(client.search_model_versions(f"name = '{m.name}'"))
