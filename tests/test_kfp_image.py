@@ -221,12 +221,15 @@ def _in_image(server: SharedServer, volumes: dict, user: str, *command: str) -> 
     )
 
 
-def _assert_no_credential(server: SharedServer, *places: Path) -> None:
-    """The service account's password is in no file the pipeline wrote, nor in the server's artifacts."""
-    found = [server.password.encode(), server.reviewer_password.encode()]
+def _assert_no_credential(server: SharedServer, results: dict[str, TaskResult], *places: Path) -> None:
+    """No password is in an executor input (what KFP's ML Metadata records of each execution), nor in any
+    file the pipeline wrote (outputs, container logs) or the server's artifact store."""
+    found = [server.password, server.reviewer_password]
+    inputs = json.dumps([r.executor_input for r in results.values()])
+    assert not any(secret in inputs for secret in found)
     files = [f for place in places for f in Path(place).rglob("*") if f.is_file()]
     assert files
-    leaked = [str(f) for f in files if any(secret in f.read_bytes() for secret in found)]
+    leaked = [str(f) for f in files if any(secret.encode() in f.read_bytes() for secret in found)]
     assert leaked == []
 
 
@@ -342,7 +345,9 @@ def test_first_run_registers_gates_and_pushes_to_staging(first_run, volumes, mlf
     assert tags["tfx.model_uri"] == _task(results, "Trainer").outputs["model"][0]["uri"]
     assert registered["1"].run_id == run.info.run_id
     assert registered["aliases"] == {"candidate": "1"}  # no champion: approval is a reviewer's act
-    _assert_no_credential(mlflow_server, volumes["pipelines"], mlflow_server.deployment.root / "artifacts")
+    _assert_no_credential(
+        mlflow_server, results, volumes["pipelines"], mlflow_server.deployment.root / "artifacts"
+    )
 
 
 def test_second_run_compares_against_the_first_as_its_baseline(
@@ -392,7 +397,9 @@ def test_second_run_compares_against_the_first_as_its_baseline(
         assert registered["2"].tags["gate"] == "passed" and registered["2"].tags["tfx.run_id"] == "run-2"
     assert registered["aliases"]["champion"] == "1"  # the pipeline never promotes
     assert _task(results, "ServingPusher").state == "SUCCEEDED"
-    _assert_no_credential(mlflow_server, volumes["pipelines"], mlflow_server.deployment.root / "artifacts")
+    _assert_no_credential(
+        mlflow_server, results, volumes["pipelines"], mlflow_server.deployment.root / "artifacts"
+    )
 
 
 def test_bad_csv_ends_with_a_failed_mlflow_run_and_nothing_pushed(
@@ -437,4 +444,6 @@ def test_bad_csv_ends_with_a_failed_mlflow_run_and_nothing_pushed(
             for m in client.search_registered_models()
         }
     assert models_after == models_before  # nothing registered
-    _assert_no_credential(mlflow_server, volumes["pipelines"], mlflow_server.deployment.root / "artifacts")
+    _assert_no_credential(
+        mlflow_server, failed.value.results, volumes["pipelines"], mlflow_server.deployment.root / "artifacts"
+    )
