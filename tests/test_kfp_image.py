@@ -345,6 +345,9 @@ def test_first_run_registers_gates_and_pushes_to_staging(first_run, volumes, mlf
     assert tags["tfx.model_uri"] == _task(results, "Trainer").outputs["model"][0]["uri"]
     assert registered["1"].run_id == run.info.run_id
     assert registered["aliases"] == {"candidate": "1"}  # no champion: approval is a reviewer's act
+    # Nor is the password in what the run and the version recorded in the server's database.
+    recorded = json.dumps([run.data.params, run.data.tags, tags])
+    assert mlflow_server.password not in recorded and "MLFLOW_TRACKING_PASSWORD" not in recorded
     _assert_no_credential(
         mlflow_server, results, volumes["pipelines"], mlflow_server.deployment.root / "artifacts"
     )
