@@ -80,6 +80,7 @@ image-local: image-base-local
 	  --build-arg PIP_CERT=/run/dxpipe-host-ca.crt"
 
 # The compiled WDBC pipeline executed task by task in the image (tests/kfp_driver); builds the image first.
+# The test starts the shared MLflow server (PostgreSQL via runuser, as `make mlflow-server`) for the pods.
 test-kfp-image: setup image-local
 	DXPIPE_KFP_IMAGE=$(IMAGE) $(VENV)/bin/python -m pytest -m kfp_image tests/test_kfp_image.py $(ARGS)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import time
@@ -247,8 +248,10 @@ class Driver:
         command = [self.podman, "run", "--rm", "--network", "host"]
         for host, inside in self.mounts.items():
             command += ["-v", f"{host}:{inside}"]
-        for key, value in self.env.items():
-            command += ["-e", f"{key}={value}"]
+        # `-e NAME` alone: podman copies the value from its own environment, so a credential (the service
+        # account's MLflow password) never appears on a command line that `ps` shows every local user.
+        for key in self.env:
+            command += ["-e", key]
         command += [
             "--entrypoint",
             container["command"][0],
@@ -258,7 +261,9 @@ class Driver:
         ]
         log = self.host_path(task_root) / "container.log"
         with log.open("wb") as out:
-            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+            code = subprocess.run(
+                command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, check=False
+            ).returncode
         if code != 0:
             tail = log.read_text(errors="replace")[-4000:]
             raise TaskError(f"task {name} exited {code}; log {log}:\n{tail}")

@@ -173,3 +173,27 @@ def test_pipeline_parameters_reach_nested_tasks_only_through_their_dag():
     del spec["root"]["dag"]["tasks"]["tfx-dag"]["inputs"]["parameters"]
     with pytest.raises(ValueError, match="not an input of the enclosing DAG"):
         Recorder(spec).run("r", {"dxpipe_run_id": "run-42"})
+
+
+def test_credentials_reach_the_container_through_the_environment_not_the_command_line(tmp_path):
+    # A stand-in `podman` records its argv and the environment it was given, then fails the task.
+    record = tmp_path / "record"
+    fake = tmp_path / "podman"
+    fake.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}.argv\nprintenv SECRET_PW > {record}.env\nexit 3\n'
+    )
+    fake.chmod(0o755)
+    spec = _spec({"a": _task("A")}, {"A": {}})
+    spec["deploymentSpec"]["executors"]["A_executor"]["container"] = {"image": "img", "command": ["python"]}
+    driver = Driver(
+        spec=spec,
+        mounts={str(tmp_path / "vol"): "/mnt"},
+        pipeline_root="/mnt/p",
+        env={"SECRET_PW": "s3cret-value"},
+        podman=str(fake),
+    )
+    with pytest.raises(TaskError, match="exited 3"):
+        driver._execute("r", "a", spec["components"]["A"], {}, {})
+    argv = (tmp_path / "record.argv").read_text().splitlines()
+    assert "SECRET_PW" in argv and not any("s3cret-value" in arg for arg in argv)  # `-e NAME` only
+    assert (tmp_path / "record.env").read_text().strip() == "s3cret-value"
