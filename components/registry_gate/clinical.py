@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.clinical_eval.intervals import METHODS, WILSON, best_lower_bound
-from components.registry_gate.dictcfg import as_float, as_int, as_str, check_keys
+from components.registry_gate.dictcfg import as_float, as_int, as_list, as_str, check_keys
 from schemas.errors import ConfigError
 
 LOWER_BOUND_METRICS = ("auc", "sensitivity", "specificity", "ppv", "npv")
@@ -85,17 +85,9 @@ class ClinicalCriteria:
                 f"{path}.calibration: min_slope {calibration['min_slope']} is above max_slope "
                 f"{calibration['max_slope']}; no model can pass. Fix one of them."
             )
-        slices_raw = d.get("slices", [])
-        if not isinstance(slices_raw, list):
-            raise ConfigError(
-                f"{path}.slices: expected a list of {{feature, worst, max_gap}}, got {slices_raw!r}."
-            )
+        slices_raw = as_list(d.get("slices", []), f"{path}.slices", "feature, worst, max_gap")
         slices = tuple(_slice(s, f"{path}.slices[{i}]") for i, s in enumerate(slices_raw))
-        ni_raw = d.get("non_inferiority", [])
-        if not isinstance(ni_raw, list):
-            raise ConfigError(
-                f"{path}.non_inferiority: expected a list of {{metric, margin}}, got {ni_raw!r}."
-            )
+        ni_raw = as_list(d.get("non_inferiority", []), f"{path}.non_inferiority", "metric, margin")
         non_inferiority: dict[str, float] = {}
         for i, item in enumerate(ni_raw):
             where = f"{path}.non_inferiority[{i}]"

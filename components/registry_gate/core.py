@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.registry_gate.clinical import ClinicalCriteria, check_clinical
-from components.registry_gate.dictcfg import as_bool, as_float, as_int, as_str, check_keys
+from components.registry_gate.dictcfg import as_bool, as_float, as_int, as_list, as_str, check_keys
 from schemas.errors import ConfigError
 
 # Name of the slice holding metrics over the whole test split.
@@ -176,17 +176,9 @@ class GatePolicy:
                 f"{path}: no absolute bound under 'minimums' or 'maximums'; the first model (no champion to "
                 f"compare with) would pass unchecked. Add e.g. `minimums: {{auc: 0.8, recall: 0.8}}`."
             )
-        slices_raw = d.get("slices", [])
-        if not isinstance(slices_raw, list):
-            raise ConfigError(
-                f"{path}.slices: expected a list of {{feature, minimums, ...}}, got {slices_raw!r}."
-            )
+        slices_raw = as_list(d.get("slices", []), f"{path}.slices", "feature, minimums, ...")
         slices = tuple(_slice_criterion(s, f"{path}.slices[{i}]") for i, s in enumerate(slices_raw))
-        ni_raw = d.get("non_inferiority", [])
-        if not isinstance(ni_raw, list):
-            raise ConfigError(
-                f"{path}.non_inferiority: expected a list of {{metric, margin}}, got {ni_raw!r}."
-            )
+        ni_raw = as_list(d.get("non_inferiority", []), f"{path}.non_inferiority", "metric, margin")
         non_inferiority = tuple(
             _non_inferiority(n, f"{path}.non_inferiority[{i}]") for i, n in enumerate(ni_raw)
         )

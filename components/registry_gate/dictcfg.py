@@ -69,3 +69,10 @@ def as_str(value: Any, path: str, *, allow_none: bool = False) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{path}: expected a non-empty string, got {type(value).__name__} {value!r}.")
     return value
+
+
+def as_list(value: Any, path: str, item_shape: str) -> list:
+    """Returns `value` if it is a YAML list; `item_shape` names what each entry holds, for the message."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: expected a list of {{{item_shape}}}, got {value!r}.")
+    return value
