@@ -50,3 +50,25 @@ def write_config(path: Path, workdir: Path, **wdbc_changes) -> Path:
         raw["datasets"]["wdbc"][section] = {**current, **values} if isinstance(current, dict) else values
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def config_with_out_of_range_row(cfg, tmp_path: Path):
+    """`cfg` whose WDBC data is its own canonical CSV with row 5's mean_radius set to -3 (outside the schema).
+
+    The bad-data tests of the local pipeline and of the executed Kubeflow spec use the same broken file.
+    """
+    import dataclasses
+
+    from pipelines.config import SourceConfig
+    from pipelines.data import canonical_csv
+
+    text = canonical_csv(cfg.data).splitlines()
+    header = text[0].split(",")
+    row = text[5].split(",")
+    row[header.index("mean_radius")] = "-3"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([text[0], *text[1:5], ",".join(row), *text[6:]]) + "\n")
+    data = dataclasses.replace(
+        cfg.data, source=SourceConfig(kind="csv", path=str(bad)), label_column="label", label_map={}
+    )
+    return dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": data})

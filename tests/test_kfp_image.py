@@ -34,12 +34,12 @@ import pytest
 import yaml
 
 from components.registry_gate.component import VERDICT_FILE
-from pipelines.config import SourceConfig
-from pipelines.data import canonical_csv, materialize
+from pipelines.data import materialize
 from pipelines.kubeflow_runner import DEFAULT_IMAGE, IMAGE_PROJECT_ROOT, KubeflowTarget, compile_pipeline
 from pipelines.kubeflow_spec import IMPORTER_TASK, dags
 from pipelines.registry_executor import RUN_ID_TAG
 from pipelines.registry_server.deploy import Deployment
+from tests.helpers import config_with_out_of_range_row
 from tests.kfp_driver import Driver, PipelineFailed, TaskResult
 
 # Also `slow`, so `-m "not slow"` leaves it out as well.
@@ -416,16 +416,7 @@ def test_second_run_compares_against_the_first_as_its_baseline(
 def test_bad_csv_ends_with_a_failed_mlflow_run_and_nothing_pushed(
     image, default_cfg, volumes, mlflow_server, tmp_path
 ):
-    text = canonical_csv(default_cfg.data).splitlines()
-    header = text[0].split(",")
-    row = text[5].split(",")
-    row[header.index("mean_radius")] = "-3"
-    bad = tmp_path / "bad.csv"
-    bad.write_text("\n".join([text[0], *text[1:5], ",".join(row), *text[6:]]) + "\n")
-    data = dataclasses.replace(
-        default_cfg.data, source=SourceConfig(kind="csv", path=str(bad)), label_column="label", label_map={}
-    )
-    cfg = dataclasses.replace(default_cfg, datasets={**default_cfg.datasets, "wdbc": data})
+    cfg = config_with_out_of_range_row(default_cfg, tmp_path)
     materialize(cfg.data, volumes["bad-data"] / "wdbc")
     spec = _compile(cfg, tmp_path / "wdbc.yaml")
     staging = volumes["serving"] / "wdbc-staging"

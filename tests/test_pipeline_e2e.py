@@ -17,13 +17,13 @@ from models.operating_point import OPERATING_POINT_ASSET
 from models.trainer import read_split
 from pipelines import local_runner
 from pipelines.clinical_report import load_clinical
-from pipelines.config import SourceConfig
 from pipelines.data import canonical_csv
 from pipelines.errors import DataGateError
 from pipelines.mlflow_mlmd import collect_outputs
 from pipelines.report import load_failed_thresholds, load_test_metrics
 from serving.config import single_model_config
 from serving.server import ServerOptions, ServerThread
+from tests.helpers import config_with_out_of_range_row
 
 pytestmark = pytest.mark.slow
 UPSTREAM = {"CsvExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "DataGate", "Trainer"}
@@ -180,16 +180,7 @@ def test_rerun_hits_the_cache_and_pushes_no_duplicate(first_run):
 
 def test_bad_data_stops_at_the_gate_and_leaves_serving_untouched(first_run, tmp_path):
     cfg, _, _ = first_run
-    text = canonical_csv(cfg.data).splitlines()
-    header = text[0].split(",")
-    row = text[5].split(",")
-    row[header.index("mean_radius")] = "-3"
-    bad = tmp_path / "bad.csv"
-    bad.write_text("\n".join([text[0], *text[1:5], ",".join(row), *text[6:]]) + "\n")
-    data = dataclasses.replace(
-        cfg.data, source=SourceConfig(kind="csv", path=str(bad)), label_column="label", label_map={}
-    )
-    bad_cfg = dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": data})
+    bad_cfg = config_with_out_of_range_row(cfg, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in cfg.staging_base_path.rglob("*")}
     with pytest.raises(
         DataGateError,
