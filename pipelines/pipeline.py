@@ -9,7 +9,8 @@ passed the version).
 The baseline is the registry's champion when the runner knows it (an Importer of its Model artifact, so
 non-inferiority is judged against what production serves, re-scored on this test split), else the latest
 blessed model, and never the candidate itself (components/baseline), so a re-run hits the Evaluator's
-cache. A compiled Kubeflow pipeline uses TFX's LatestBlessedModelStrategy, the resolver KFP v2 accepts.
+cache. A compiled Kubeflow pipeline has no resolver (open-source KFP refuses them): `dxpipe compile
+--baseline-model` imports the champion instead (pipelines/kubeflow_spec.py).
 Components talk only through TFX artifacts and parameters, so the same definition compiles to KFP:
 tracking, registration and the gate are a node of the DAG (components/registry_gate, its MLflow executor
 bound here from pipelines/registry_executor), locally and on Kubeflow alike.
