@@ -505,6 +505,10 @@ def decimal_tokens(flat: np.ndarray) -> list[str]:
     full = "%.9g" if is_f32 else "%.17g"
     if len(values) <= 16:
         return [_decimal_token(v, is_f32, full) for v in values]
+    first = values[0]
+    if first == values[-1] and (flat == first).all():
+        # One value repeated (a model's constant output, such as its decision threshold): format it once.
+        return [_decimal_token(first, is_f32, full)] * len(values)
     # One C-level formatting call for the whole array, then split.
     tokens = ("%g\x00" * len(values) % tuple(values)).split("\x00")[:-1]
     finite = np.isfinite(flat)

@@ -108,7 +108,7 @@ def test_served_paths_are_where_the_pipeline_pushes():
 def test_batching_and_monitoring_files(objects):
     files = _config_files(objects)
     batching = parse_batching_parameters(files["batching.config"], "configmap", BatchingOptions())
-    assert batching.max_batch_size == 64
+    assert batching.max_batch_size == BatchingOptions().max_batch_size == 1000
     assert flags(objects)["--enable_batching"] == "true"
     assert f'path: "{deploy.METRICS_PATH}"' in files["monitoring.config"]
     annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
