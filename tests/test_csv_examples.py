@@ -292,3 +292,44 @@ def test_each_split_streams_from_csv_to_tfrecords_in_one_fused_stage(tmp_path):
     # cross stages, which is what made CsvExampleGen's memory grow with the rows.
     for read, write in _stages_of_each_split(TfxExecutor, base, tmp_path / "tfx").values():
         assert read is not write
+
+
+def _run_example_gen_node(cfg, data_dir: Path, tmp_path: Path):
+    """Runs the pipeline's ExampleGen node alone on LocalDagRunner; returns (its state, its examples' URI)."""
+    from tfx.orchestration import metadata
+    from tfx.orchestration import pipeline as tfx_pipeline
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+    from pipelines.beam_patches import no_tfx_sdist_for_direct_runner
+    from pipelines.mlflow_mlmd import collect_outputs
+    from pipelines.pipeline import data_validation_nodes
+
+    store = tmp_path / "metadata.sqlite"
+    pipeline = tfx_pipeline.Pipeline(
+        pipeline_name="examples",
+        pipeline_root=str(tmp_path / "root"),
+        components=[data_validation_nodes(cfg, str(data_dir), "test")[0]],
+        enable_cache=True,
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(str(store)),
+        beam_pipeline_args=BEAM_ARGS,
+    )
+    with no_tfx_sdist_for_direct_runner("DirectRunner"):
+        LocalDagRunner().run(pipeline)
+    outputs = collect_outputs(str(store), "examples")
+    return outputs.execution_states["CsvExampleGen"], outputs.examples_uri
+
+
+@pytest.mark.slow
+def test_an_unchanged_rerun_is_cached_and_a_data_edit_reruns(cfg_in, tmp_path):
+    cfg = cfg_in("wdbc")
+    data_dir = materialize(cfg.data, tmp_path / "data").directory
+    assert _run_example_gen_node(cfg, data_dir, tmp_path)[0] == "COMPLETE"
+    materialize(cfg.data, data_dir)  # unchanged data: data.py rewrites nothing
+    state, uri = _run_example_gen_node(cfg, data_dir, tmp_path)
+    assert state == "CACHED"
+    train = data_dir / "train" / DATA_FILE
+    rows_before = sum(_split_contents(Path(uri))["Split-train"][1].values())
+    train.write_bytes(b"".join(train.read_bytes().splitlines(keepends=True)[:-1]))  # one row fewer
+    state, uri = _run_example_gen_node(cfg, data_dir, tmp_path)
+    assert state == "COMPLETE"
+    assert sum(_split_contents(Path(uri))["Split-train"][1].values()) == rows_before - 1
