@@ -99,8 +99,14 @@ def prepare_split_data(work: str, mode: dict) -> Callable[[], int]:
     return run
 
 
-def prepare_example_gen(work: str, mode: dict) -> Callable[[], int]:
-    """The pipeline's ExampleGen node, its executor and its properties: split CSVs -> gzipped tf.Examples."""
+def prepare_example_gen(work: str, mode: dict, executor_class=None) -> Callable[[], int]:
+    """The pipeline's ExampleGen node, its executor and its properties: split CSVs -> gzipped tf.Examples.
+
+    Args:
+        work: The size's and mode's work directory.
+        mode: The Beam mode and the paths.
+        executor_class: Another executor for the same node (the A/B with TFX's CsvExampleGen).
+    """
     from google.protobuf import message
     from tfx.utils import proto_utils
 
@@ -114,13 +120,24 @@ def prepare_example_gen(work: str, mode: dict) -> Callable[[], int]:
         for key, value in node.exec_properties.items()
         if value is not None
     }
-    executor = node.executor_spec.executor_class(_context(mode, work, "example_gen"))
+    executor = (executor_class or node.executor_spec.executor_class)(_context(mode, work, "example_gen"))
 
     def run() -> int:
         executor.Do({}, {"examples": [_examples(work)]}, exec_properties)
         return _count_rows(mode["splits"])
 
     return _no_sdist(run)
+
+
+def prepare_tfx_csv_example_gen(work: str, mode: dict) -> Callable[[], int]:
+    """TFX's CsvExampleGen executor on the same node and splits: the baseline the product's is compared with.
+
+    It needs no column types (it infers them in its Beam graph); it writes where ExampleGen writes, so run
+    it instead of ExampleGen, not before StatisticsGen in the same work directory as another's output.
+    """
+    from tfx.components.example_gen.csv_example_gen.executor import Executor
+
+    return prepare_example_gen(work, mode, Executor)
 
 
 def prepare_statistics_gen(work: str, mode: dict) -> Callable[[], int]:
@@ -193,6 +210,7 @@ def _count_test_rows(work: str) -> int:
 PREPARE = {
     "PrepareData": prepare_split_data,
     "ExampleGen": prepare_example_gen,
+    "TfxCsvExampleGen": prepare_tfx_csv_example_gen,
     "StatisticsGen": prepare_statistics_gen,
     "Evaluator": prepare_evaluator,
 }
