@@ -29,12 +29,12 @@ from pipelines.data import DATA_FILE, SPLITS, materialize
 BEAM_ARGS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
-def _exec_properties(input_base: Path, splits=SPLITS) -> dict:
+def _exec_properties(input_base: Path, splits=SPLITS, pattern: str = DATA_FILE) -> dict:
     from tfx.proto import example_gen_pb2
     from tfx.utils import proto_utils
 
     input_config = example_gen_pb2.Input(
-        splits=[example_gen_pb2.Input.Split(name=s, pattern=f"{s}/{DATA_FILE}") for s in splits]
+        splits=[example_gen_pb2.Input.Split(name=s, pattern=f"{s}/{pattern}") for s in splits]
     )
     return {
         "input_base": str(input_base),
@@ -60,13 +60,13 @@ def _examples_artifact(uri: Path):
     return examples
 
 
-def _run(executor_class, input_base: Path, out: Path, splits=SPLITS):
+def _run(executor_class, input_base: Path, out: Path, splits=SPLITS, pattern: str = DATA_FILE):
     from pipelines.beam_patches import no_tfx_sdist_for_direct_runner
 
     examples = _examples_artifact(out)
     with no_tfx_sdist_for_direct_runner("DirectRunner"):
         _executor(executor_class, out.parent / "tmp").Do(
-            {}, {"examples": [examples]}, _exec_properties(input_base, splits)
+            {}, {"examples": [examples]}, _exec_properties(input_base, splits, pattern)
         )
     return examples
 
@@ -86,13 +86,15 @@ def _split_contents(uri: Path) -> dict[str, tuple[list[str], Counter]]:
     return result
 
 
-def _assert_same_as_csv_example_gen(input_base: Path, tmp: Path, splits=SPLITS) -> dict:
+def _assert_same_as_csv_example_gen(
+    input_base: Path, tmp: Path, splits=SPLITS, pattern: str = DATA_FILE
+) -> dict:
     from tfx.components.example_gen.csv_example_gen.executor import Executor as TfxExecutor
 
     from components.csv_examples.executor import Executor
 
-    ours = _run(Executor, input_base, tmp / "ours", splits)
-    theirs = _run(TfxExecutor, input_base, tmp / "tfx", splits)
+    ours = _run(Executor, input_base, tmp / "ours", splits, pattern)
+    theirs = _run(TfxExecutor, input_base, tmp / "tfx", splits, pattern)
     ours_splits, theirs_splits = _split_contents(Path(ours.uri)), _split_contents(Path(theirs.uri))
     assert sorted(ours_splits) == sorted(theirs_splits) == sorted(f"Split-{s}" for s in splits)
     for split, (files, examples) in ours_splits.items():
@@ -151,6 +153,24 @@ def _write_tricky(base: Path, contents: dict[str, str] = TRICKY) -> Path:
 
 def test_examples_equal_csv_example_gen_on_blank_int_float_and_text_cells(tmp_path):
     _assert_same_as_csv_example_gen(_write_tricky(tmp_path / "data"), tmp_path)
+
+
+def test_a_split_of_several_files_is_typed_as_one(tmp_path):
+    """A split's files are typed together (an INT column in one file and FLOAT in another is FLOAT)."""
+    base = tmp_path / "data"
+    header = "a,b,label\n"
+    files = {"train/one.csv": header + "1,x,0\n2,,1\n", "train/two.csv": header + "2.5,3,1\n,4,0\n"}
+    typed = {}
+    for relative, text in files.items():
+        (base / relative).parent.mkdir(parents=True, exist_ok=True)
+        (base / relative).write_text(text)
+        first, *rest = text.encode().splitlines(keepends=True)
+        inference = TypeInference(header_columns(first))
+        for _, cells in records(rest, relative):
+            inference.add(cells)
+        typed[relative] = (inference.columns, inference.types())
+    (base / TYPES_FILE).write_text(sidecar_text(typed))
+    _assert_same_as_csv_example_gen(base, tmp_path, splits=("train",), pattern="*.csv")
 
 
 def test_types_are_the_ones_tfx_bsl_infers():

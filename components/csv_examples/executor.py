@@ -156,8 +156,8 @@ class _CsvToExamples(beam.PTransform):
                 raise CsvExamplesError(
                     f"files of split {self._pattern} have different headers: {header}, {columns}"
                 )
+            merged = file_types if columns is None else widest(merged, file_types)
             columns = header
-            merged = widest(merged, file_types) if merged else file_types
         return columns or [], merged
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
