@@ -30,7 +30,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from components.csv_examples.core import TYPES_FILE, infer_types, sidecar_text
+from components.csv_examples.core import TYPES_FILE, file_types, sidecar_text
 from components.data_checks.dates import best_format, date_format, parse
 from pipelines.config import LABEL_DROP, DatasetConfig
 from pipelines.errors import DataError
@@ -371,10 +371,10 @@ def materialize(data: DatasetConfig, directory: Path) -> Prepared:
     column_types = {}
     for name in SPLITS:
         index = [i for i, s in enumerate(assignment) if s == name]
-        rows = [table.rows[i] for i in index]
-        text = _csv_text(table.columns, rows)
-        # The types CsvExampleGen would infer from this file (the CSV round trip gives back these cells).
-        column_types[f"{name}/{DATA_FILE}"] = (table.columns, infer_types(table.columns, rows))
+        text = _csv_text(table.columns, [table.rows[i] for i in index])
+        # Typed from the bytes written, read back as ExampleGen reads them, so the types are the ones
+        # CsvExampleGen would infer from this very file (and its digest lets ExampleGen check that).
+        column_types[f"{name}/{DATA_FILE}"] = file_types(text.encode())
         digest.update(name.encode() + b"\0" + text.encode())
         manifest["splits"][name] = {
             "lines": [table.lines[i] for i in index],

@@ -8,7 +8,6 @@ runner's plan, so no runner-side buffer (a GroupByKey, a side input's wait) hold
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from components.csv_examples.core import (
     CsvExamplesError,
     TypeInference,
     cell_type,
-    header_columns,
-    records,
+    file_types,
     sidecar_text,
 )
 from pipelines.data import DATA_FILE, SPLITS, materialize
@@ -142,11 +140,7 @@ def _write_tricky(base: Path, contents: dict[str, str] = TRICKY) -> Path:
         path = base / split / DATA_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text.encode())
-        first, *rest = io.BytesIO(text.encode()).readlines()
-        inference = TypeInference(header_columns(first))
-        for _, cells in records(rest, str(path)):
-            inference.add(cells)
-        typed[f"{split}/{DATA_FILE}"] = (inference.columns, inference.types())
+        typed[f"{split}/{DATA_FILE}"] = file_types(text.encode())
     (base / TYPES_FILE).write_text(sidecar_text(typed))
     return base
 
@@ -164,11 +158,7 @@ def test_a_split_of_several_files_is_typed_as_one(tmp_path):
     for relative, text in files.items():
         (base / relative).parent.mkdir(parents=True, exist_ok=True)
         (base / relative).write_text(text)
-        first, *rest = text.encode().splitlines(keepends=True)
-        inference = TypeInference(header_columns(first))
-        for _, cells in records(rest, relative):
-            inference.add(cells)
-        typed[relative] = (inference.columns, inference.types())
+        typed[relative] = file_types(text.encode())
     (base / TYPES_FILE).write_text(sidecar_text(typed))
     _assert_same_as_csv_example_gen(base, tmp_path, splits=("train",), pattern="*.csv")
 
@@ -195,21 +185,20 @@ def test_types_are_the_ones_tfx_bsl_infers():
     assert cell_type(b"12345678901234567890123") is ColumnType.STRING  # beyond int64, even as a float
 
 
-def test_data_py_records_the_types_of_the_files_it_writes(cfg_in, tmp_path):
-    """The recorded types are the ones read back from each written file (CSV round trip included)."""
+def test_data_py_records_the_types_and_digests_of_the_files_it_writes(cfg_in, tmp_path):
+    """What data.py records is what the files it wrote read back as (CSV round trip included)."""
     import json
 
     prepared = materialize(cfg_in("heart").data, tmp_path)
     recorded = json.loads((tmp_path / TYPES_FILE).read_text())["files"]
     assert sorted(recorded) == [f"{s}/{DATA_FILE}" for s in sorted(SPLITS)]
     for split in SPLITS:
-        first, *rest = (prepared.directory / split / DATA_FILE).read_bytes().splitlines(keepends=True)
-        inference = TypeInference(header_columns(first))
-        for _, cells in records(rest, split):
-            inference.add(cells)
-        entry = recorded[f"{split}/{DATA_FILE}"]
-        assert entry["columns"] == list(inference.columns)
-        assert entry["types"] == [t.name for t in inference.types()]
+        written = file_types((prepared.directory / split / DATA_FILE).read_bytes())
+        assert recorded[f"{split}/{DATA_FILE}"] == {
+            "columns": list(written.columns),
+            "types": [t.name for t in written.types],
+            "sha256": written.sha256,
+        }
 
 
 def _bad(tmp_path: Path, split_text: str, types_from: str | None = None) -> Path:
@@ -231,8 +220,9 @@ def _bad(tmp_path: Path, split_text: str, types_from: str | None = None) -> Path
         ("a,b\n1,2\n3,caf\xe9\n", "a,b\n1,2\n3,x\n", r"train/data\.csv line 3 is not UTF-8"),
         ("a,b\n1,2\n3,4.5\n", "a,b\n1,2\n3,4\n", r"train/data\.csv line 3, column 'b': '4\.5' is not INT"),
         ("a,c\n1,2\n", "a,b\n1,2\n", r"header \['a', 'c'\] is not the one .*column_types\.json records"),
+        ("a,b\n1,2\n", "a,b\n1,2.5\n", r"train/data\.csv is not the file column_types\.json typed"),
     ],
-    ids=["cell-count", "unclosed-quote", "not-utf8", "stale-types", "stale-header"],
+    ids=["cell-count", "unclosed-quote", "not-utf8", "stale-types", "stale-header", "other-content"],
 )
 def test_a_bad_record_names_the_file_and_line(tmp_path, text, types_from, message):
     from components.csv_examples.executor import Executor

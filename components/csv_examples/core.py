@@ -3,8 +3,9 @@
 TFX's CsvExampleGen infers each split's column types with a global combine and feeds them as a side input
 to the step that makes the examples, so a runner must hold every parsed row until the inference is done
 (its memory grows with the rows). Here the types are computed once, where the canonical split files are
-written (`pipelines/data.py`, which holds the rows anyway), and stored beside them in `column_types.json`;
-the executor then turns each record into an example as it reads it.
+written (`pipelines/data.py`, from the bytes it writes), and stored beside them in `column_types.json`
+with each file's SHA-256; the executor turns each record into an example as it reads it, and checks the
+digest as the bytes stream by, so types recorded for other content never apply silently.
 
 Everything here follows tfx_bsl's CSV decoder (`ColumnTypeInferrer`, `_InferValueType`) and
 CsvExampleGen's executor (its line buffer and cell handlers) in TFX 1.16, so the examples are the ones
@@ -22,7 +23,9 @@ CsvExampleGen would make:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import enum
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -109,34 +112,42 @@ class TypeInference:
         return list(self._types)
 
 
-def infer_types(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[ColumnType]:
-    """Returns the column types CsvExampleGen infers for a file holding `rows` (cells as text)."""
-    inference = TypeInference(columns)
-    for row in rows:
-        inference.add([cell.encode() for cell in row])
-    return inference.types()
-
-
 def widest(first: Sequence[ColumnType], second: Sequence[ColumnType]) -> list[ColumnType]:
     """Merges two files' types of the same columns (a split's files are typed together, as TFX does)."""
     return [max(a, b) for a, b in zip(first, second, strict=True)]
 
 
-def sidecar_text(files: dict[str, tuple[Sequence[str], Sequence[ColumnType]]]) -> str:
+@dataclasses.dataclass(frozen=True)
+class FileTypes:
+    """What `column_types.json` records for one split file.
+
+    Attributes:
+        columns: The header's column names.
+        types: Their types, in column order.
+        sha256: The file's SHA-256: the executor checks it as it reads, so types written for other
+            content (a file edited or replaced after its types were recorded) never type it silently.
+    """
+
+    columns: tuple[str, ...]
+    types: tuple[ColumnType, ...]
+    sha256: str
+
+
+def sidecar_text(files: dict[str, FileTypes]) -> str:
     """Returns `column_types.json`'s text.
 
     Args:
-        files: Each split file's path relative to the input directory -> (its columns, their types).
+        files: Each split file's path relative to the input directory -> what is recorded for it.
     """
     entries = {
-        path: {"columns": list(columns), "types": [t.name for t in types]}
-        for path, (columns, types) in sorted(files.items())
+        path: {"columns": list(entry.columns), "types": [t.name for t in entry.types], "sha256": entry.sha256}
+        for path, entry in sorted(files.items())
     }
     return json.dumps({"format": _FORMAT, "files": entries}, indent=1, sort_keys=True) + "\n"
 
 
-def parse_sidecar(text: str, origin: str) -> dict[str, tuple[list[str], list[ColumnType]]]:
-    """Reads `column_types.json`: relative file path -> (columns, types).
+def parse_sidecar(text: str, origin: str) -> dict[str, FileTypes]:
+    """Reads `column_types.json`: relative file path -> what is recorded for it.
 
     Raises:
         CsvExamplesError: The file is not the format `sidecar_text` writes.
@@ -147,16 +158,25 @@ def parse_sidecar(text: str, origin: str) -> dict[str, tuple[list[str], list[Col
             raise CsvExamplesError(f"{origin} has format {document.get('format')!r}, expected {_FORMAT}")
         files = {}
         for path, entry in document["files"].items():
-            columns, types = list(entry["columns"]), [ColumnType[name] for name in entry["types"]]
+            columns, types = tuple(entry["columns"]), tuple(ColumnType[name] for name in entry["types"])
             if len(columns) != len(types):
                 raise CsvExamplesError(f"{origin}: {path} has {len(columns)} columns but {len(types)} types")
-            files[path] = (columns, types)
+            files[path] = FileTypes(columns, types, str(entry["sha256"]))
         return files
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise CsvExamplesError(
             f"{origin} is not a column-types file ({type(err).__name__}: {err}); write the input "
             "directory again with `dxpipe prepare-data` or `dxpipe run`."
         ) from None
+
+
+def file_types(text: bytes) -> FileTypes:
+    """Types a whole split file (its bytes) as CsvExampleGen would: header, records, widest types, digest."""
+    first, *rest = text.splitlines(keepends=True) or [b""]
+    inference = TypeInference(header_columns(first))
+    for _, cells in records(rest, "the file"):
+        inference.add(cells)
+    return FileTypes(inference.columns, tuple(inference.types()), hashlib.sha256(text).hexdigest())
 
 
 def header_columns(first_line: bytes) -> list[str]:

@@ -18,8 +18,9 @@ of serialized tf.Examples). What differs is the Beam graph, and only where CsvEx
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -98,17 +99,33 @@ class _Converter:
 class _ReadExamples(beam.DoFn):
     """Reads CSV files of one split and yields each record's tf.Example, one record at a time."""
 
-    def __init__(self, columns: Sequence[str], column_types: Sequence[ColumnType]):
+    def __init__(self, columns: Sequence[str], column_types: Sequence[ColumnType], digests: dict[str, str]):
         self._columns = list(columns)
         self._types = list(column_types)
+        self._digests = dict(digests)
 
     def process(self, path: str) -> Iterator[tf.train.Example]:
         convert = _Converter(self._columns, self._types, path)
+        digest = hashlib.sha256()
+
+        def hashed(lines: Iterable[bytes]) -> Iterator[bytes]:
+            for line in lines:
+                digest.update(line)
+                yield line
+
         with beam.io.filesystems.FileSystems.open(path) as handle:
-            handle.readline()  # The header, checked against the recorded columns when the graph was built.
-            for line, cells in records(handle, path):
+            # The header, checked against the recorded columns when the graph was built.
+            digest.update(handle.readline())
+            for line, cells in records(hashed(handle), path):
                 if cells:  # CsvExampleGen skips blank lines.
                     yield convert(line, cells)
+        # Checked at the end, as the bytes stream by: a file whose content is not the one its types were
+        # inferred from fails the step (nothing is published) instead of being typed silently.
+        if digest.hexdigest() != self._digests[path]:
+            raise CsvExamplesError(
+                f"{path} is not the file {TYPES_FILE} typed (its SHA-256 differs): it changed after its "
+                f"column types were written; {_REWRITE}."
+            )
 
 
 def _read_header(path: str) -> list[str]:
@@ -130,7 +147,8 @@ class _CsvToExamples(beam.PTransform):
         self._base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         self._pattern = os.path.join(self._base, split_pattern)
 
-    def _column_types(self, files: list[str]) -> tuple[list[str], list[ColumnType]]:
+    def _column_types(self, files: list[str]) -> tuple[list[str], list[ColumnType], dict[str, str]]:
+        """Returns the split's columns, their types (widest over its files) and each file's digest."""
         sidecar_path = os.path.join(self._base, TYPES_FILE)
         if not fileio.exists(sidecar_path):
             raise CsvExamplesError(
@@ -142,34 +160,37 @@ class _CsvToExamples(beam.PTransform):
         prefix = self._base.rstrip("/") + "/"
         columns: list[str] | None = None
         merged: list[ColumnType] = []
+        digests = {}
         for path in files:
             relative = path[len(prefix) :] if path.startswith(prefix) else path
             if relative not in recorded:
                 raise CsvExamplesError(f"{sidecar_path} has no column types for {relative}; {_REWRITE}.")
-            names, file_types = recorded[relative]
+            entry = recorded[relative]
             header = _read_header(path)
-            if header != names:
+            if header != list(entry.columns):
                 raise CsvExamplesError(
-                    f"{path}'s header {header} is not the one {sidecar_path} records ({names}); {_REWRITE}."
+                    f"{path}'s header {header} is not the one {sidecar_path} records ({list(entry.columns)}); "
+                    f"{_REWRITE}."
                 )
             if columns is not None and header != columns:
                 raise CsvExamplesError(
                     f"files of split {self._pattern} have different headers: {header}, {columns}"
                 )
-            merged = file_types if columns is None else widest(merged, file_types)
+            merged = list(entry.types) if columns is None else widest(merged, entry.types)
             columns = header
-        return columns or [], merged
+            digests[path] = entry.sha256
+        return columns or [], merged, digests
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
         """Builds the read: the split's files, each streamed through `_ReadExamples`."""
         files = sorted(fileio.glob(self._pattern))
         if not files:
             raise CsvExamplesError(f"split pattern {self._pattern} matches no file.")
-        columns, column_types = self._column_types(files)
+        columns, column_types, digests = self._column_types(files)
         return (
             pipeline
             | "CreateFilenames" >> beam.Create(files)
-            | "CsvToExamples" >> beam.ParDo(_ReadExamples(columns, column_types))
+            | "CsvToExamples" >> beam.ParDo(_ReadExamples(columns, column_types, digests))
         )
 
 
