@@ -331,15 +331,26 @@ def _run_example_gen_node(cfg, data_dir: Path, tmp_path: Path):
 
 @pytest.mark.slow
 def test_an_unchanged_rerun_is_cached_and_a_data_edit_reruns(cfg_in, tmp_path):
+    import dataclasses
+
+    from pipelines.config import SourceConfig
+    from pipelines.data import canonical_csv
+
     cfg = cfg_in("wdbc")
-    data_dir = materialize(cfg.data, tmp_path / "data").directory
+    source = tmp_path / "wdbc.csv"
+    source.write_text(canonical_csv(cfg.data))
+    data = dataclasses.replace(
+        cfg.data, source=SourceConfig(kind="csv", path=str(source)), label_column="label", label_map={}
+    )
+    cfg = dataclasses.replace(cfg, datasets={**cfg.datasets, "wdbc": data})
+    data_dir = materialize(data, tmp_path / "data").directory
     assert _run_example_gen_node(cfg, data_dir, tmp_path)[0] == "COMPLETE"
-    materialize(cfg.data, data_dir)  # unchanged data: data.py rewrites nothing
+    materialize(data, data_dir)  # unchanged data: data.py rewrites nothing
     state, uri = _run_example_gen_node(cfg, data_dir, tmp_path)
     assert state == "CACHED"
-    train = data_dir / "train" / DATA_FILE
-    rows_before = sum(_split_contents(Path(uri))["Split-train"][1].values())
-    train.write_bytes(b"".join(train.read_bytes().splitlines(keepends=True)[:-1]))  # one row fewer
+    total = sum(sum(examples.values()) for _, examples in _split_contents(Path(uri)).values())
+    source.write_bytes(b"".join(source.read_bytes().splitlines(keepends=True)[:-1]))  # one row fewer
+    materialize(data, data_dir)
     state, uri = _run_example_gen_node(cfg, data_dir, tmp_path)
     assert state == "COMPLETE"
-    assert sum(_split_contents(Path(uri))["Split-train"][1].values()) == rows_before - 1
+    assert sum(sum(examples.values()) for _, examples in _split_contents(Path(uri)).values()) == total - 1
