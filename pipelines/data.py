@@ -1,4 +1,4 @@
-"""Turns a configured dataset into the canonical, already split CSVs that CsvExampleGen reads.
+"""Turns a configured dataset into the canonical, already split CSVs that ExampleGen reads.
 
 Values are copied as text, never re-parsed: an integer column stays integer and a bad cell stays bad, so
 the data gate (not this step) judges the content against the curated schema. This step only renames
@@ -9,9 +9,11 @@ The split happens here rather than in ExampleGen, whose hash of the whole serial
 rows, and identical rows with different labels, to different splits: a row goes to a split by a hash of
 its feature values, or of its `split.group_by` value, or by its `split.order_by` date. The grouping and
 date columns are used for the split only and never reach the model. Next to the split files,
-`rows.json` keeps each row's line in the source file, so reports can name the rows to fix.
+`rows.json` keeps each row's line in the source file, so reports can name the rows to fix, and
+`column_types.json` each split's column types as CsvExampleGen would infer them, so ExampleGen
+(`components/csv_examples`) converts each row as it reads it instead of holding the rows until they are typed.
 
-Files are rewritten only when their bytes change, because CsvExampleGen's cache key includes the input
+Files are rewritten only when their bytes change, because ExampleGen's cache key includes the input
 files' modification times: an unchanged dataset stays cached and a changed one is read again.
 """
 
@@ -28,6 +30,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from components.csv_examples.core import TYPES_FILE, file_types, sidecar_text
 from components.data_checks.dates import best_format, date_format, parse
 from pipelines.config import LABEL_DROP, DatasetConfig
 from pipelines.errors import DataError
@@ -329,7 +332,7 @@ def _check_eval_supports_operating_point(data: DatasetConfig, table: Table, assi
 
 
 def materialize(data: DatasetConfig, directory: Path) -> Prepared:
-    """Writes `<directory>/<split>/data.csv` for each split and `<directory>/rows.json`.
+    """Writes `<directory>/<split>/data.csv` for each split, `<directory>/rows.json` and `column_types.json`.
 
     Args:
         data: The dataset entry.
@@ -352,9 +355,10 @@ def materialize(data: DatasetConfig, directory: Path) -> Prepared:
         )
     _check_eval_supports_operating_point(data, table, assignment)
     directory.mkdir(parents=True, exist_ok=True)
-    allowed = {*SPLITS, ROWS_FILE}
+    allowed = {*SPLITS, ROWS_FILE, TYPES_FILE}
     # Ours to remove: the single CSV older versions wrote, and temporary files a killed run left behind.
-    for leftover in (directory / DATA_FILE, directory / Path(ROWS_FILE).with_suffix(".tmp")):
+    temporary = (directory / Path(name).with_suffix(".tmp") for name in (ROWS_FILE, TYPES_FILE))
+    for leftover in (directory / DATA_FILE, *temporary):
         leftover.unlink(missing_ok=True)
     for stray in directory.iterdir():
         if stray.name not in allowed:
@@ -364,9 +368,13 @@ def materialize(data: DatasetConfig, directory: Path) -> Prepared:
             )
     digest = hashlib.sha256()
     manifest: dict = {"origin": table.origin, "splits": {}}
+    column_types = {}
     for name in SPLITS:
         index = [i for i, s in enumerate(assignment) if s == name]
         text = _csv_text(table.columns, [table.rows[i] for i in index])
+        # Typed from the bytes written, read back as ExampleGen reads them, so the types are the ones
+        # CsvExampleGen would infer from this very file (and its digest lets ExampleGen check that).
+        column_types[f"{name}/{DATA_FILE}"] = file_types(text.encode())
         digest.update(name.encode() + b"\0" + text.encode())
         manifest["splits"][name] = {
             "lines": [table.lines[i] for i in index],
@@ -377,4 +385,5 @@ def materialize(data: DatasetConfig, directory: Path) -> Prepared:
     manifest["group_by"] = data.split.group_by
     manifest["order_by"] = data.split.order_by
     _write_if_changed(directory / ROWS_FILE, json.dumps(manifest, sort_keys=True))
+    _write_if_changed(directory / TYPES_FILE, sidecar_text(column_types))
     return Prepared(directory, digest.hexdigest(), sizes, table, assignment)

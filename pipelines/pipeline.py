@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow_model_analysis as tfma
-from tfx.components import CsvExampleGen, Evaluator, ExampleValidator, StatisticsGen, Trainer
+from tfx.components import Evaluator, ExampleValidator, FileBasedExampleGen, StatisticsGen, Trainer
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.components.common.importer import Importer
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.experimental.conditionals.conditional import Cond
@@ -41,6 +41,7 @@ from tfx.types.component_spec import ExecutionParameter
 import models
 from components.baseline.strategy import BaselineStrategy
 from components.clinical_eval.component import ClinicalEvaluator
+from components.csv_examples.executor import Executor as CsvExamplesExecutor
 from components.data_gate.component import DataGate
 from components.registry_gate.component import RUN_ID_PARAMETER, RegistryGate
 from components.serving_pusher.component import ServingPusher
@@ -185,7 +186,7 @@ def _baseline(trainer, champion_uri: str | None, builtin_resolver_only: bool):
 def data_validation_nodes(
     cfg: Config, input_base: str, source_name: str, schema_digest: str | None = None
 ) -> tuple:
-    """Returns (CsvExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, DataGate) for the dataset.
+    """Returns (ExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, DataGate) for the dataset.
 
     Args:
         cfg: The validated configuration.
@@ -200,12 +201,15 @@ def data_validation_nodes(
     # pipelines/data.py has split the rows (by patient, by date or by row content); ExampleGen reads the
     # three splits as they are. The input files' fingerprint (size and mtime; data.py rewrites a file
     # only when its bytes change) is in ExampleGen's cache key, so new data re-runs everything after it.
-    example_gen = CsvExampleGen(
+    # The executor makes CsvExampleGen's examples from the column types data.py recorded, streaming each
+    # split in bounded memory (components/csv_examples); the node keeps CsvExampleGen's id and driver.
+    example_gen = FileBasedExampleGen(
         input_base=input_base,
         input_config=example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name=s, pattern=f"{s}/{DATA_FILE}") for s in SPLITS]
         ),
-    )
+        custom_executor_spec=executor_spec.BeamExecutorSpec(CsvExamplesExecutor),
+    ).with_id("CsvExampleGen")
     statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     schema_file = str(Path(cfg.data.schema_dir) / "schema.pbtxt")
     if schema_digest is None:

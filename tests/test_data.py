@@ -224,5 +224,11 @@ def test_a_run_killed_while_writing_leaves_nothing_that_blocks_the_next(tmp_path
     (tmp_path / "rows.tmp").write_text("half")  # killed between writing and renaming the manifest
     (tmp_path / "data.csv").write_text("old layout")  # the single file older versions wrote
     prepared = materialize(default_cfg.data, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "rows.json", "test", "train"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "column_types.json",
+        "eval",
+        "rows.json",
+        "test",
+        "train",
+    ]
     assert sum(prepared.sizes.values()) == 569

@@ -1,4 +1,9 @@
-"""The three measured data steps, each a real TFX executor run on the previous step's output.
+"""The measured data steps: the split `dxpipe run` makes, then three TFX executors, each on the previous output.
+
+`PrepareData` is `pipelines/data.py`'s `materialize` (plain Python, before any component runs): the
+generated `data.csv` becomes the canonical split CSVs with `rows.json` and `column_types.json`, the
+layout `dxpipe run` gives ExampleGen. ExampleGen is the pipeline's own node (its executor and
+properties, from `pipelines.pipeline.data_validation_nodes`), StatisticsGen and the Evaluator TFX's.
 
 Each `prepare_*` builds the executor and its artifacts (not timed) and returns the call that runs it
 (timed by `bench.scale.run`); the call returns the number of rows it processed. The Beam arguments come
@@ -15,7 +20,6 @@ from pathlib import Path
 EXAMPLES = "examples"
 STATISTICS = "statistics"
 EVALUATION = "evaluation"
-SPLITS = ("train", "test")
 
 
 def _beam_args(mode: dict, work: str, step: str) -> list[str]:
@@ -42,15 +46,23 @@ def _context(mode: dict, work: str, step: str):
 def _examples(work: str):
     from tfx.types import artifact_utils, standard_artifacts
 
+    from pipelines.data import SPLITS
+
     examples = standard_artifacts.Examples()
     examples.uri = os.path.join(work, EXAMPLES)
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
     return examples
 
 
-def _count_rows(csv_dir: str) -> int:
-    with open(os.path.join(csv_dir, "data.csv"), "rb") as f:
-        return sum(1 for _ in f) - 1
+def _count_rows(split_dir: str) -> int:
+    """Rows over the split CSVs (the generated cells never span lines)."""
+    from pipelines.data import DATA_FILE, SPLITS
+
+    total = 0
+    for split in SPLITS:
+        with open(os.path.join(split_dir, split, DATA_FILE), "rb") as f:
+            total += sum(1 for _ in f) - 1
+    return total
 
 
 def _no_sdist(fn: Callable[[], int]) -> Callable[[], int]:
@@ -64,35 +76,68 @@ def _no_sdist(fn: Callable[[], int]) -> Callable[[], int]:
     return run
 
 
-def prepare_example_gen(work: str, mode: dict) -> Callable[[], int]:
-    """CsvExampleGen's executor: `input/data.csv` -> gzipped tf.Examples, hash-split 1:1 into train/test."""
-    from tfx.components.example_gen.csv_example_gen.executor import Executor
-    from tfx.proto import example_gen_pb2
+def _generated_dataset(input_dir: str):
+    """WDBC's dataset entry with the generated `data.csv` as its source (its label is already 0/1)."""
+    import dataclasses
+
+    from pipelines.config import SourceConfig, load_config
+
+    data = load_config(dataset="wdbc").data
+    source = SourceConfig(kind="csv", path=os.path.join(input_dir, "data.csv"))
+    return dataclasses.replace(data, source=source, label_column="label", label_map={})
+
+
+def prepare_split_data(work: str, mode: dict) -> Callable[[], int]:
+    """`pipelines/data.py` as `dxpipe run` calls it: `data.csv` -> split CSVs, `rows.json`, column types."""
+    from pipelines.data import materialize
+
+    data = _generated_dataset(mode["input"])
+
+    def run() -> int:
+        return sum(materialize(data, Path(mode["splits"])).sizes.values())
+
+    return run
+
+
+def prepare_example_gen(work: str, mode: dict, executor_class=None) -> Callable[[], int]:
+    """The pipeline's ExampleGen node, its executor and its properties: split CSVs -> gzipped tf.Examples.
+
+    Args:
+        work: The size's and mode's work directory.
+        mode: The Beam mode and the paths.
+        executor_class: Another executor for the same node (the A/B with TFX's CsvExampleGen).
+    """
+    from google.protobuf import message
     from tfx.utils import proto_utils
 
-    output = example_gen_pb2.Output(
-        split_config=example_gen_pb2.SplitConfig(
-            splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1) for name in SPLITS]
-        )
-    )
+    from pipelines.config import load_config
+    from pipelines.pipeline import data_validation_nodes
+
+    # The node `create_pipeline` builds, so the bench runs the product's executor on its split layout.
+    node = data_validation_nodes(load_config(dataset="wdbc"), mode["splits"], "generated")[0]
     exec_properties = {
-        "input_base": mode["input"],
-        "input_config": proto_utils.proto_to_json(
-            example_gen_pb2.Input(
-                splits=[example_gen_pb2.Input.Split(name="single_split", pattern="data.csv")]
-            )
-        ),
-        "output_config": proto_utils.proto_to_json(output),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        key: proto_utils.proto_to_json(value) if isinstance(value, message.Message) else value
+        for key, value in node.exec_properties.items()
+        if value is not None
     }
-    executor = Executor(_context(mode, work, "example_gen"))
+    executor = (executor_class or node.executor_spec.executor_class)(_context(mode, work, "example_gen"))
 
     def run() -> int:
         executor.Do({}, {"examples": [_examples(work)]}, exec_properties)
-        return _count_rows(mode["input"])
+        return _count_rows(mode["splits"])
 
     return _no_sdist(run)
+
+
+def prepare_tfx_csv_example_gen(work: str, mode: dict) -> Callable[[], int]:
+    """TFX's CsvExampleGen executor on the same node and splits: the baseline the product's is compared with.
+
+    It needs no column types (it infers them in its Beam graph); it writes where ExampleGen writes, so run
+    it instead of ExampleGen, not before StatisticsGen in the same work directory as another's output.
+    """
+    from tfx.components.example_gen.csv_example_gen.executor import Executor
+
+    return prepare_example_gen(work, mode, Executor)
 
 
 def prepare_statistics_gen(work: str, mode: dict) -> Callable[[], int]:
@@ -106,7 +151,7 @@ def prepare_statistics_gen(work: str, mode: dict) -> Callable[[], int]:
 
     def run() -> int:
         executor.Do({"examples": [_examples(work)]}, {"statistics": [statistics]}, {"exclude_splits": "[]"})
-        return _count_rows(mode["input"])
+        return _count_rows(mode["splits"])
 
     return _no_sdist(run)
 
@@ -163,7 +208,9 @@ def _count_test_rows(work: str) -> int:
 
 
 PREPARE = {
+    "PrepareData": prepare_split_data,
     "ExampleGen": prepare_example_gen,
+    "TfxCsvExampleGen": prepare_tfx_csv_example_gen,
     "StatisticsGen": prepare_statistics_gen,
     "Evaluator": prepare_evaluator,
 }

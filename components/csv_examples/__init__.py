@@ -1,0 +1,1 @@
+"""dxpipe's CSV ExampleGen executor: CsvExampleGen's examples, streamed in bounded memory."""
