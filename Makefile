@@ -14,7 +14,7 @@ ARGS ?=
 MLFLOW_SERVER_DIR ?= .dxpipe/mlflow-server
 MLFLOW_PORT ?= 5000
 
-.PHONY: setup run test lint bench lock clean mlflow-server mlflow-user mlflow-server-stop image image-local image-base-local test-kfp-image
+.PHONY: setup run test lint bench lock clean mlflow-server mlflow-user mlflow-server-stop image image-local image-base-local test-kfp-image podman-host
 
 setup: $(STAMP)
 
@@ -71,8 +71,12 @@ image:
 # host's CA bundle mounted (builds reach PyPI and Debian through a TLS-intercepting proxy).
 LOCAL_BASE ?= localhost/dxpipe-base:py3.10-bookworm
 HOST_CA ?= /etc/ssl/certs/ca-certificates.crt
-image-base-local:
+image-base-local: podman-host
 	tools/image/local_base.sh $(LOCAL_BASE)
+
+# podman, runc and debootstrap from Debian, and the containers.conf settings this sandbox needs.
+podman-host:
+	tools/image/podman_host.sh
 
 image-local: image-base-local
 	$(MAKE) image CONTAINER_TOOL=podman BASE_IMAGE=$(LOCAL_BASE) IMAGE_BUILD_FLAGS="--network=host \
