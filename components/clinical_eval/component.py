@@ -154,6 +154,9 @@ def ClinicalEvaluator(
     report["split"] = split
     report["operating_point"] = operating_point
     report["timing_s"] = {"scoring": scored - started, "statistics": done - scored}
+    # KFP's launcher creates only the parent of an output artifact's path (TFX's local runner creates the
+    # path itself), so the artifact's directory is made here.
+    tf.io.gfile.makedirs(clinical_evaluation.uri)
     with tf.io.gfile.GFile(os.path.join(clinical_evaluation.uri, REPORT_FILE), "w") as handle:
         handle.write(json.dumps(core.json_ready(report), indent=1, sort_keys=True, allow_nan=False))
     clinical_evaluation.set_int_custom_property("n", report["n"])

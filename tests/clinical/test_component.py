@@ -63,8 +63,8 @@ def _model(root: Path, slope: float, bias: float, threshold: float | None = None
 
 def _run(tmp_path: Path, candidate, baseline=None, **params) -> dict:
     out = ClinicalEvaluation()
+    # Only the parent exists, as KFP's launcher leaves it (TFX's local runner makes the directory itself).
     out.uri = str(tmp_path / "out")
-    Path(out.uri).mkdir()
     inputs = {"examples": [_examples(tmp_path / "examples")], "model": [candidate]}
     if baseline is not None:
         inputs["baseline_model"] = [baseline]
