@@ -293,12 +293,13 @@ def canonical_csv(data: DatasetConfig) -> str:
     return _csv_text(table.columns, table.rows)
 
 
-def _write_if_changed(target: Path, text: str) -> None:
-    if target.is_file() and target.read_bytes() == text.encode():
+def _write_if_changed(target: Path, data: bytes) -> None:
+    # Bytes, not text: the file must be exactly the bytes that were digested and typed.
+    if target.is_file() and target.read_bytes() == data:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(target)
 
 
@@ -374,16 +375,17 @@ def materialize(data: DatasetConfig, directory: Path) -> Prepared:
         text = _csv_text(table.columns, [table.rows[i] for i in index])
         # Typed from the bytes written, read back as ExampleGen reads them, so the types are the ones
         # CsvExampleGen would infer from this very file (and its digest lets ExampleGen check that).
-        column_types[f"{name}/{DATA_FILE}"] = file_types(text.encode())
-        digest.update(name.encode() + b"\0" + text.encode())
+        content = text.encode()
+        column_types[f"{name}/{DATA_FILE}"] = file_types(content)
+        digest.update(name.encode() + b"\0" + content)
         manifest["splits"][name] = {
             "lines": [table.lines[i] for i in index],
             "groups": [table.groups[i] for i in index] if table.groups else [],
         }
-        _write_if_changed(directory / name / DATA_FILE, text)
+        _write_if_changed(directory / name / DATA_FILE, content)
     manifest["dropped_by_label"] = table.dropped_by_label
     manifest["group_by"] = data.split.group_by
     manifest["order_by"] = data.split.order_by
-    _write_if_changed(directory / ROWS_FILE, json.dumps(manifest, sort_keys=True))
-    _write_if_changed(directory / TYPES_FILE, sidecar_text(column_types))
+    _write_if_changed(directory / ROWS_FILE, json.dumps(manifest, sort_keys=True).encode())
+    _write_if_changed(directory / TYPES_FILE, sidecar_text(column_types).encode())
     return Prepared(directory, digest.hexdigest(), sizes, table, assignment)
